@@ -1,0 +1,47 @@
+# nsfwkit: two commands do all the set-up on a fresh machine.
+#   make demo   set up, then run the notebook pipeline on the embedded default model
+#   make test   set up, then run the test suite
+# Every target is idempotent; a second run only redoes what changed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMPS := $(VENV)/.stamps
+NPM    ?= npm
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test models clean-venv help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   - set up and run the pipeline on the default model (outputs in dist/runs/demo)"
+	@echo "make test   - set up and run the tests"
+	@echo "make setup  - only set up (.venv, node_modules, pretrained models)"
+
+setup: $(STAMPS)/python $(STAMPS)/node models
+
+$(STAMPS)/python: pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "nsfwkit needs Python 3.11, found " + sys.version' 
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c requirements/constraints.txt -e ".[cpu,dev]"
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/node: package.json package-lock.json
+	@command -v $(NPM) >/dev/null || { echo "npm (Node.js 20) is required: apt-get install nodejs npm" >&2; exit 1; }
+	$(NPM) ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(STAMPS) && touch $@
+
+# The pretrained classifiers are imported from the nsfwjs npm package into the model cache
+# (~/.cache/nsfwkit/models, or $NSFWKIT_CACHE); `models build` skips what is current (< 1 s).
+models: $(STAMPS)/python $(STAMPS)/node
+	$(VENV)/bin/nsfwkit models build
+
+demo: setup
+	$(VENV)/bin/nsfwkit run --params full --name demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,314 @@
+"""The one image loader shared by every path: CLI, notebooks, datasets, visualisations.
+
+``load_image`` turns a file (or bytes) into an RGB ``uint8`` array the way a person would see it:
+
+* formats: JPEG (and camera MPO), PNG (and APNG, first frame), WebP, GIF (first frame), BMP,
+  TIFF. The format is taken from the file's bytes, never from its extension, so a JPEG named
+  ``.png`` loads; SVG, HTML, text, empty, truncated and unrecognised files raise
+  :class:`ImageError` naming the file and the reason.
+* EXIF orientation is applied (a phone photo taken sideways comes out upright).
+* palette, grayscale, 1-bit, CMYK (through its ICC profile when it has one), YCbCr and LAB are
+  converted to RGB; 16-bit and 32-bit integer images are scaled to 0-255 (not clipped).
+* **alpha is composited over a background, white by default** (what a viewer sees on a page);
+  transparent pixels never reach the model with whatever colour happens to be stored under them.
+* images over ``max_pixels`` pixels are refused before decoding (decompression bombs).
+
+``resize`` then brings images to the model's square input the way nsfwjs does in the browser:
+bilinear with corners aligned (``tf.image.resize`` or PIL would differ by up to 0.04 / 0.46 in
+probability). Models take raw 0-255 RGB and scale inside, so the loader does nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "ImageError",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "load_image",
+    "load_images",
+    "decode_image",
+    "resize",
+]
+
+#: Extensions picked up when scanning folders (files named explicitly are always tried).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".png", ".apng", ".webp", ".gif",
+     ".bmp", ".dib", ".tif", ".tiff", ".mpo"}
+)
+#: Largest image accepted, in pixels (Pillow's own decompression-bomb limit).
+MAX_PIXELS = 89_478_485
+#: Largest file accepted, in bytes.
+MAX_BYTES = 256 * 1024 * 1024
+#: Pillow format names we accept; everything else is refused even if Pillow could read it.
+_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+
+
+class ImageError(ValueError):
+    """A file could not be used as an image. ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike | None, reason: str):
+        self.path = str(path) if path is not None else "<bytes>"
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _sniff_non_image(head: bytes) -> str | None:
+    """Name what a non-image file looks like, from its first bytes (None if it may be an image)."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml")) or b"<svg" in text[:512]:
+        return "SVG/XML is a vector or text format, not a raster image"
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<!--", b"<")):
+        return "HTML/text, not an image (an error page saved as an image?)"
+    if text.startswith((b"{", b"[")):
+        return "JSON/text, not an image"
+    if head.startswith(b"%PDF"):
+        return "a PDF document, not an image"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif", b"ftypmsf1"):
+        return "HEIC/AVIF is not supported; convert it to JPEG or PNG"
+    sample = head[:512]
+    if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
+        return "plain text, not an image"
+    return None
+
+
+def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
+    from PIL import Image, ImageCms
+
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        # 16-bit samples (PNG/TIFF): scale 0-65535 to 0-255 rather than clipping.
+        top = 65535.0 if arr.max(initial=0) > 255 or mode.startswith("I;16") else 255.0
+        arr = np.clip(arr * (255.0 / top), 0, 255)
+        gray = np.rint(arr).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+        gray = np.rint(np.clip(np.nan_to_num(arr), 0, 255)).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode == "CMYK" and im.info.get("icc_profile"):
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
+            im = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            mode = im.mode
+        except Exception:  # a broken profile: fall back to Pillow's plain conversion
+            pass
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    elif mode in ("L", "1") and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        canvas = Image.new("RGBA", im.size, tuple(background) + (255,))
+        canvas.alpha_composite(im)
+        im = canvas
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def decode_image(
+    data: bytes,
+    *,
+    path: str | os.PathLike | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Decode image bytes to an RGB ``uint8`` array of shape ``(H, W, 3)``.
+
+    Args:
+        data: the encoded file's bytes.
+        path: the file name used in error messages.
+        background: RGB colour that transparent pixels are composited over.
+        max_pixels: refuse images with more pixels than this before decoding them.
+
+    Raises:
+        ImageError: the bytes are empty, not an image of a supported format, too large,
+            truncated or corrupt.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    reason = _sniff_non_image(data[:1024])
+    if reason:
+        raise ImageError(path, reason)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=_FORMATS)
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise ImageError(path, f"image has no pixels ({width}x{height})")
+            if width * height > max_pixels:
+                raise ImageError(
+                    path,
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,} (decompression bomb?)",
+                )
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # animations: the first frame
+            im.load()
+            im = ImageOps.exif_transpose(im) or im
+            return _to_rgb(im, background)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(
+            path, "not a recognised image (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(path, f"decompression bomb refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        message = str(exc) or type(exc).__name__
+        if "truncated" in message.lower() or isinstance(exc, EOFError):
+            message = f"truncated or incomplete file ({message})"
+        else:
+            message = f"corrupt image data ({message})"
+        raise ImageError(path, message) from None
+    except MemoryError:
+        raise ImageError(path, "not enough memory to decode this image") from None
+
+
+def load_image(
+    source: str | os.PathLike | bytes,
+    *,
+    image_size: int | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Load one image as RGB.
+
+    Args:
+        source: a file path, or the encoded bytes.
+        image_size: if given, resize to ``(image_size, image_size)`` the nsfwjs way.
+        background: RGB colour that transparent pixels are composited over.
+        max_pixels: refuse larger images (decompression bombs).
+
+    Returns:
+        ``uint8`` array ``(H, W, 3)`` in 0-255 when ``image_size`` is None, else ``float32``
+        ``(image_size, image_size, 3)`` in 0-255.
+
+    Raises:
+        ImageError: the file is missing, unreadable, or not a usable image; the message names it.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        path, data = None, bytes(source)
+    else:
+        path = Path(source)
+        try:
+            if path.is_dir():
+                raise ImageError(path, "is a folder, not a file")
+            size = path.stat().st_size
+            if size > MAX_BYTES:
+                raise ImageError(path, f"file is {size:,} bytes, over the {MAX_BYTES:,}-byte limit")
+            data = path.read_bytes()
+        except ImageError:
+            raise
+        except FileNotFoundError:
+            raise ImageError(path, "no such file") from None
+        except PermissionError:
+            raise ImageError(path, "permission denied") from None
+        except OSError as exc:
+            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    image = decode_image(data, path=path, background=background, max_pixels=max_pixels)
+    if image_size is not None:
+        image = resize(image, image_size)
+    return image
+
+
+def resize(images: np.ndarray, image_size: int | tuple[int, int]) -> np.ndarray:
+    """Resize like nsfwjs: bilinear, corners aligned, no antialiasing.
+
+    This is ``tf.image.resizeBilinear(x, size, alignCorners=true)`` in TensorFlow.js, i.e.
+    ``ResizeBilinear(align_corners=True, half_pixel_centers=False)``; images already at the
+    target size are returned unchanged (as float32).
+
+    Args:
+        images: ``(H, W, C)`` or ``(N, H, W, C)``, any real dtype, values 0-255.
+        image_size: target side, or ``(height, width)``.
+
+    Returns:
+        ``float32`` array ``(S, S, C)`` or ``(N, S, S, C)``.
+    """
+    import tensorflow as tf
+
+    height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
+    arr = np.asarray(images)
+    single = arr.ndim == 3
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"expected (H, W, C) or (N, H, W, C), got shape {arr.shape}")
+    batch = arr[None] if single else arr
+    if batch.shape[1:3] == (height, width):
+        out = batch.astype(np.float32)
+    else:
+        if batch.dtype not in (np.uint8, np.float32, np.float64, np.int32, np.uint16, np.float16):
+            batch = batch.astype(np.float32)
+        out = tf.raw_ops.ResizeBilinear(
+            images=batch, size=[int(height), int(width)], align_corners=True,
+            half_pixel_centers=False,
+        ).numpy()
+    return out[0] if single else out
+
+
+def load_images(
+    sources: Iterable[str | os.PathLike],
+    *,
+    image_size: int,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[np.ndarray, list[str], list[ImageError]]:
+    """Load many images at one size; a bad file is reported, never fatal.
+
+    Returns:
+        ``(images, paths, errors)``: ``float32`` ``(N, S, S, 3)`` in 0-255 for the files that
+        loaded, their paths in the same order, and one :class:`ImageError` per file that did not.
+    """
+    images, paths, errors = [], [], []
+    for source in sources:
+        try:
+            images.append(
+                load_image(source, image_size=image_size, background=background,
+                           max_pixels=max_pixels)
+            )
+            paths.append(str(source))
+        except ImageError as exc:
+            errors.append(exc)
+    stacked = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.float32)
+    return stacked, paths, errors
+
+
+def iter_image_files(paths: Sequence[str | os.PathLike], *, recursive: bool = True):
+    """Yield files to classify from files and folders, in a stable order.
+
+    Files named explicitly are yielded whatever their extension (the bytes decide); folders are
+    walked (recursively by default, hidden entries skipped, symlinked folders not followed) for
+    files with an image extension.
+    """
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            walker = os.walk(path) if recursive else [(str(path), [], os.listdir(path))]
+            for root, dirs, files in walker:
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        yield Path(root) / name
+        else:
+            yield path
