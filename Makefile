@@ -11,7 +11,7 @@ STAMPS := $(VENV)/.stamps
 NPM    ?= npm
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test models clean-venv help
+.PHONY: setup demo test models browser clean-venv help
 .DEFAULT_GOAL := help
 
 help:
@@ -37,10 +37,16 @@ $(STAMPS)/node: package.json package-lock.json
 models: $(STAMPS)/python $(STAMPS)/node
 	$(VENV)/bin/nsfwkit models build
 
+# Browser tests drive Debian's Chromium (TF.js ships no browser we could download offline).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Chromium is needed for the browser tests: sudo apt-get install chromium" >&2; exit 1; fi; }
+
 demo: setup
 	$(VENV)/bin/nsfwkit run --params full --name demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-venv:

@@ -3,7 +3,7 @@
 ``load_image`` turns a file (or bytes) into an RGB ``uint8`` array the way a person would see it:
 
 * formats: JPEG (and camera MPO), PNG (and APNG, first frame), WebP, GIF (first frame), BMP,
-  TIFF. The format is taken from the file's bytes, never from its extension, so a JPEG named
+  TIFF, AVIF. The format is taken from the file's bytes, never from its extension, so a JPEG named
   ``.png`` loads; SVG, HTML, text, empty, truncated and unrecognised files raise
   :class:`ImageError` naming the file and the reason.
 * EXIF orientation is applied (a phone photo taken sideways comes out upright).
@@ -49,7 +49,14 @@ MAX_PIXELS = 89_478_485
 #: Largest file accepted, in bytes.
 MAX_BYTES = 256 * 1024 * 1024
 #: Pillow format names we accept; everything else is refused even if Pillow could read it.
-_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF")
+
+
+def _formats() -> tuple[str, ...]:
+    from PIL import Image
+
+    Image.init()
+    return tuple(f for f in _FORMATS if f in Image.OPEN)
 
 
 class ImageError(ValueError):
@@ -72,8 +79,8 @@ def _sniff_non_image(head: bytes) -> str | None:
         return "JSON/text, not an image"
     if head.startswith(b"%PDF"):
         return "a PDF document, not an image"
-    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif", b"ftypmsf1"):
-        return "HEIC/AVIF is not supported; convert it to JPEG or PNG"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypheim", b"ftypheis"):
+        return "HEIC is not supported; convert it to JPEG or PNG"
     sample = head[:512]
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
         return "plain text, not an image"
@@ -150,7 +157,7 @@ def decode_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_FORMATS)
+            im = Image.open(io.BytesIO(data), formats=_formats())
             width, height = im.size
             if width <= 0 or height <= 0:
                 raise ImageError(path, f"image has no pixels ({width}x{height})")
@@ -169,7 +176,7 @@ def decode_image(
         raise
     except UnidentifiedImageError:
         raise ImageError(
-            path, "not a recognised image (supported: JPEG, PNG, WebP, GIF, BMP, TIFF)"
+            path, "not a recognised image (supported: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(path, f"decompression bomb refused: {exc}") from None

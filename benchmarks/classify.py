@@ -1,0 +1,92 @@
+"""Benchmark: end-to-end `classify` on JPEG files vs the same model on in-memory tensors.
+
+Usage: python benchmarks/classify.py [--images 300] [--batch-size 32] [--size 320x240] [--nsfwjs 40]
+
+Both measurements run in this process on the same files, so the ratio is meaningful on any
+machine (target >= 0.9 on 2 cores: decoding must hide behind inference). nsfwjs in Node (wasm
+backend, one image at a time as its API works) on the same pixels is printed as the peer figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+from PIL import Image
+
+
+def make_jpegs(folder: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:
+    """Generated photo-like JPEGs: crops of scikit-image's photos with noise, safe by design."""
+    from nsfwkit import samples
+
+    rng = np.random.default_rng(seed)
+    photos = [v for k, v in samples.sample_images().items() if k in samples.PHOTOS]
+    files = []
+    for i in range(count):
+        src = photos[i % len(photos)]
+        big = np.asarray(Image.fromarray(src).resize((width * 2, height * 2)))
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        crop = big[y : y + height, x : x + width].astype(np.int16) + rng.integers(-12, 13, (height, width, 3))
+        path = folder / f"img_{i:04d}.jpg"
+        Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(path, quality=88)
+        files.append(path)
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--size", default="320x240", help="JPEG size WxH")
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--nsfwjs", type=int, default=40, help="images for the nsfwjs peer run (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best is kept")
+    args = parser.parse_args()
+    width, height = map(int, args.size.lower().split("x"))
+
+    from nsfwkit import zoo
+    from nsfwkit.classify import classify, predict
+    from nsfwkit.images import load_image
+
+    model, spec = zoo.load(args.model)
+    with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
+        files = make_jpegs(Path(tmp), args.images, width, height)
+        tensors = np.stack([load_image(f, image_size=spec.image_size) for f in files])
+
+        predict(model, tensors[: args.batch_size], batch_size=args.batch_size)  # warm-up / trace
+        list(classify(files[: args.batch_size], model=model, spec=spec, batch_size=args.batch_size))
+
+        def best(fn):
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        t_mem = best(lambda: predict(model, tensors, batch_size=args.batch_size))
+        t_e2e = best(lambda: list(classify(files, model=model, spec=spec, batch_size=args.batch_size)))
+        mem_ips, e2e_ips = len(files) / t_mem, len(files) / t_e2e
+        print(f"model {spec.name}, {len(files)} JPEGs {width}x{height}, batch {args.batch_size}, "
+              f"{os.cpu_count()} CPUs")
+        print(f"in-memory tensors (model only):      {mem_ips:8.1f} img/s")
+        print(f"classify() from files (end to end):  {e2e_ips:8.1f} img/s")
+        print(f"ratio end-to-end / in-memory:        {e2e_ips / mem_ips:8.2f}   (target >= 0.9)")
+
+        if args.nsfwjs:
+            from nsfwkit import parity
+
+            subset = {f.name: load_image(f) for f in files[: args.nsfwjs]}
+            js = parity.run_nsfwjs(subset, model=spec.name, repeat=1)
+            print(f"peer: nsfwjs {js['backend']} in Node: {1000 / js['ms_per_image']:8.1f} img/s "
+                  f"({js['ms_per_image']:.1f} ms/img, one at a time; {len(subset)} images)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The offline pretrained models: faithful import, the raw-RGB contract, safe loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nsfwkit import zoo
+from nsfwkit.spec import NSFWJS_CLASSES, ModelSpec, spec_path_for
+
+
+def test_default_model_contract(default_model):
+    import keras
+
+    model, spec = default_model
+    assert spec.class_names == NSFWJS_CLASSES and spec.image_size == 224
+    assert spec.nsfw_classes == ("Hentai", "Porn", "Sexy") and spec.nsfw_indices == (1, 3, 4)
+    assert model.inputs[0].name == "image" and tuple(model.inputs[0].shape) == (None, 224, 224, 3)
+    # the scaling lives in the model, right after the input, and the graph is flat
+    rescale = model.get_layer("rescale_0_255")
+    assert isinstance(rescale, keras.layers.Rescaling) and rescale.scale == pytest.approx(1 / 255)
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    assert model.get_layer(spec.last_conv_layer).output.shape[1:3] == (7, 7)
+
+
+def test_predictions_are_probabilities(default_model, photo):
+    from nsfwkit.images import resize
+
+    model, spec = default_model
+    x = np.stack([resize(photo, 224), np.full((224, 224, 3), 255.0, np.float32)])
+    p = model.predict(x, verbose=0)
+    assert p.shape == (2, 5)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    assert spec.class_names[int(p[0].argmax())] == "Neutral"  # a cat photo
+    assert spec.class_names[int(p[1].argmax())] == "Drawing"  # a blank page drifts to Drawing
+
+
+def test_dequantize_like_tfjs():
+    specs = [
+        {"name": "a/kernel", "shape": [2, 2], "dtype": "float32",
+         "quantization": {"dtype": "uint8", "min": -1.0, "scale": 0.5}},
+        {"name": "b/bias", "shape": [2], "dtype": "float32"},
+    ]
+    data = bytes([0, 1, 2, 255]) + np.array([1.5, -2.0], "<f4").tobytes()
+    out = zoo._dequantize(specs, data)
+    np.testing.assert_array_equal(out["a/kernel"], np.array([[-1.0, -0.5], [0.0, 126.5]], np.float32))
+    np.testing.assert_array_equal(out["b/bias"], [1.5, -2.0])
+    with pytest.raises(ValueError, match="unused"):
+        zoo._dequantize(specs, data + b"\0")
+
+
+def test_cache_is_current_and_build_is_idempotent(capsys):
+    paths = zoo.build(["mobilenet_v2"])
+    assert "up to date" in capsys.readouterr().out
+    spec = ModelSpec.load(spec_path_for(paths["mobilenet_v2"]))
+    assert spec.source == f"npm:nsfwjs@{zoo.NSFWJS_VERSION}/dist/models/mobilenet_v2"
+    assert len(spec.extra["weights_sha256"]) == 64
+
+
+def test_load_file_with_spec_and_safe_mode(tmp_path, default_model):
+    import keras
+
+    model, spec = default_model
+    path = tmp_path / "mine.keras"
+    model.save(path)
+    spec.replace(name="mine", threshold=0.3).save(spec_path_for(path))
+    loaded, loaded_spec = zoo.load(path)
+    assert loaded_spec.name == "mine" and loaded_spec.threshold == 0.3
+
+    # a model with a Lambda layer (arbitrary code) is refused unless the caller opts out
+    inp = keras.Input((4,))
+    risky = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp))
+    risky_path = tmp_path / "risky.keras"
+    risky.save(risky_path)
+    with pytest.raises(ValueError, match="safe mode"):
+        zoo.load(risky_path)
+    assert zoo.load(risky_path, safe_mode=False)[1].image_size > 0
+
+
+def test_unknown_names_are_clear(tmp_path):
+    with pytest.raises(zoo.ModelNotFoundError, match="mobilenet_v2"):
+        zoo.load("resnet_nsfw")
+    (tmp_path / "m.onnx").write_text("x")
+    with pytest.raises(zoo.ModelNotFoundError, match=".keras or .h5"):
+        zoo.load(tmp_path / "m.onnx")
+    with pytest.raises(zoo.ModelNotFoundError, match="unknown application"):
+        zoo.keras_application("NotANet")
+
+
+@pytest.mark.parametrize("mode,module", [("caffe", "vgg16"), ("tf", "mobilenet_v2"), ("torch", "densenet")])
+def test_application_preprocessing_matches_keras(mode, module, rng):
+    import keras
+
+    x = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    inp = keras.Input((8, 8, 3))
+    y = inp
+    for layer in zoo.preprocessing_layers(mode):
+        y = layer(y)
+    ours = keras.Model(inp, y).predict(x, verbose=0)
+    expected = getattr(keras.applications, module).preprocess_input(x.copy())
+    np.testing.assert_allclose(ours, expected, atol=1e-3)
+
+
+def test_keras_application_takes_raw_rgb_offline():
+    model, spec = zoo.keras_application("MobileNetV2", weights=None, include_top=False, image_size=96)
+    assert model.inputs[0].name == "image" and spec.image_size == 96
+    assert model.outputs[0].shape[-1] == 1280
+    assert model.get_layer("preprocess_tf") is not None
