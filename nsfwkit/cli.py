@@ -36,7 +36,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
     try:
-        model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
+        model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load, input_scale=args.input_scale)
     except (zoo.ModelNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     nsfw_classes = None
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsfw-classes", default=None,
                    help="comma-separated classes summed into the NSFW score (default Hentai,Porn,Sexy)")
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    p.add_argument("--input-scale", type=float, default=None,
+                   help="for a model file that expects scaled pixels (e.g. 1/255 = 0.0039215686 for "
+                        "GantMan's .h5 models): the scale to apply to raw 0-255 RGB")
     p.add_argument("--unsafe-load", action="store_true",
                    help="load model files outside Keras safe mode (only for files you trust)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")

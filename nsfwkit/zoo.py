@@ -47,6 +47,7 @@ __all__ = [
     "load_model",
     "load_spec",
     "keras_application",
+    "with_input_scale",
     "available",
 ]
 
@@ -365,11 +366,27 @@ def _infer_spec(model, name: str) -> ModelSpec:
                      input_name=model.inputs[0].name)
 
 
+def with_input_scale(model, scale: float, *, name: str | None = None):
+    """Wrap a model that expects scaled pixels (e.g. 0-1) so it takes raw RGB 0-255.
+
+    The caller's model is not changed: a new functional model ``image -> Rescaling(scale) ->
+    model`` is returned. Use it for foreign files such as GantMan's original ``.h5`` models,
+    which expect ``pixels / 255``.
+    """
+    import keras
+
+    shape = tuple(model.inputs[0].shape[1:])
+    inputs = keras.Input(shape, name="image")
+    x = keras.layers.Rescaling(scale, name="rescale_input")(inputs)
+    return keras.Model(inputs, model(x), name=name or f"{model.name}_raw_rgb")
+
+
 def load(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
     safe_mode: bool = True,
     build_missing: bool = True,
+    input_scale: float | None = None,
 ):
     """Load a classifier and its spec.
 
@@ -381,6 +398,8 @@ def load(
         safe_mode: load files in Keras safe mode (no arbitrary code from ``Lambda`` layers).
             Pass ``False`` only for files you trust.
         build_missing: import a pretrained model from nsfwjs if it is not in the cache yet.
+        input_scale: for a foreign file that expects scaled pixels rather than raw 0-255 (e.g.
+            ``1/255`` for GantMan's ``.h5`` models): wrap it with this scaling.
 
     Returns:
         ``(model, spec)``.
@@ -419,7 +438,22 @@ def load(
             ) from None
         raise
     spec_path = spec_path_for(path)
-    spec = ModelSpec.load(spec_path) if spec_path.is_file() else _infer_spec(model, path.stem)
+    if spec_path.is_file():
+        spec = ModelSpec.load(spec_path)
+    else:
+        spec = _infer_spec(model, path.stem)
+        if input_scale is None:
+            import warnings
+
+            warnings.warn(
+                f"{path}: no spec file beside it ({spec_path.name}); assuming it takes raw RGB 0-255 "
+                f"with {len(spec.class_names)} classes. If it expects 0-1 pixels (GantMan's .h5 "
+                "models do), load it with input_scale=1/255 (CLI: --input-scale 0.00392156862745098).",
+                stacklevel=2,
+            )
+    if input_scale is not None:
+        model = with_input_scale(model, input_scale)
+        spec = spec.replace(input_name="image", preprocessing=f"Rescaling({input_scale:g}) added by nsfwkit")
     return model, spec
 
 

@@ -108,3 +108,21 @@ def test_keras_application_takes_raw_rgb_offline():
     assert model.inputs[0].name == "image" and spec.image_size == 96
     assert model.outputs[0].shape[-1] == 1280
     assert model.get_layer("preprocess_tf") is not None
+
+
+def test_foreign_model_expecting_unit_pixels(tmp_path, default_model, photo):
+    """A model file that wants pixels/255 (like GantMan's .h5) is wrapped, not mutated."""
+    import keras
+
+    from nsfwkit.images import resize
+
+    model, _ = default_model
+    inner = keras.Model(model.get_layer("rescale_0_255").output, model.output)  # expects 0-1
+    path = tmp_path / "unit.keras"
+    inner.save(path)
+    with pytest.warns(UserWarning, match="input_scale"):
+        zoo.load(path)
+    wrapped, spec = zoo.load(path, input_scale=1 / 255)
+    x = resize(photo, 224)[None]
+    np.testing.assert_allclose(wrapped.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert spec.input_name == "image" and wrapped.inputs[0].name == "image"
