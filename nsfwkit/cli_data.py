@@ -1,0 +1,219 @@
+"""CLI subcommands for datasets, training and evaluation (wired into ``nsfwkit`` by cli.py).
+
+``nsfwkit demo-data OUT``            write the safe offline demo dataset
+``nsfwkit download LISTS DEST``      fetch URL lists (one text file per class) into DEST/<class>/
+``nsfwkit prepare DATASET --out DIR`` validate, de-duplicate, split; write manifest.csv & reports
+``nsfwkit train MANIFEST OUT``       fine-tune (resumes automatically if OUT holds a checkpoint)
+``nsfwkit evaluate MODEL MANIFEST``  report, plots, threshold and model card (+ baseline)
+
+Exit codes: 0 ok, 1 some inputs failed (quarantined files, failed downloads), 2 usage error.
+TensorFlow is imported only inside the handlers that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register", "main"]
+
+
+def _demo_data(args) -> int:
+    from . import demo_data
+
+    classes = demo_data.BINARY_CLASSES if args.binary else demo_data.DEMO_CLASSES
+    try:
+        root = demo_data.make_demo_dataset(args.out, per_class=args.per_class, classes=classes,
+                                           seed=args.seed, faults=not args.no_faults)
+    except FileExistsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"demo dataset: {root} ({len(classes)} classes x {args.per_class} images; abstract "
+          "textures - demonstrates the mechanics, not accuracy)")
+    return 0
+
+
+def _download(args) -> int:
+    from . import download
+
+    try:
+        report = download.download(args.lists, args.dest, workers=args.workers,
+                                   timeout=(args.connect_timeout, args.read_timeout),
+                                   deadline_s=args.deadline, retries=args.retries,
+                                   max_bytes=int(args.max_mb * 1024 * 1024),
+                                   max_redirects=args.max_redirects)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = report.counts()
+    print(f"downloaded {counts['downloaded']}, already there {counts['exists']}, "
+          f"failed {counts['failed']}; report: {report.report_path}")
+    for r in report.failed[:20]:
+        print(f"  failed: {r.url}: {r.reason}", file=sys.stderr)
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more (see the report)", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _prepare(args) -> int:
+    from . import data
+
+    val, test = args.val, args.test
+    try:
+        ds = data.prepare(args.dataset, classes=args.classes or None,
+                          fractions=(1 - val - test, val, test), seed=args.seed,
+                          near_duplicates=args.near_duplicates,
+                          conflicts="keep" if args.keep_conflicts else "exclude",
+                          max_bytes=int(args.max_mb * 1024 * 1024))
+    except (data.DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    files = ds.write(out)
+    s = ds.summary()
+    print(f"{s['valid']} usable of {s['files']} files in {len(ds.class_names)} classes; "
+          f"{s['quarantined']} quarantined, {s['duplicate_groups']} duplicate groups, "
+          f"{s['label_conflicts']} label conflicts; splits {s['splits']}")
+    for w in ds.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for r in ds.quarantine[:20]:
+        print(f"  quarantined: {r.path}: {r.reason}", file=sys.stderr)
+    print(f"manifest: {files['manifest']}")
+    return 1 if ds.quarantine else 0
+
+
+def _load_config(text: str | None) -> dict:
+    if not text:
+        return {}
+    path = Path(text)
+    if path.is_file():
+        import yaml
+
+        return dict(yaml.safe_load(path.read_text()) or {})
+    return dict(json.loads(text))
+
+
+def _train(args) -> int:
+    from . import data, train
+
+    try:
+        cfg = _load_config(args.config)
+    except (ValueError, OSError) as exc:
+        print(f"error: --config: {exc}", file=sys.stderr)
+        return 2
+    for key in ("backbone", "weights", "image_size", "batch_size", "epochs_head",
+                "epochs_finetune", "lr_head", "lr_finetune", "unfreeze", "seed", "patience"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = None if key == "weights" and value == "none" else value
+    try:
+        result = train.train(args.manifest, args.out, cfg, resume=not args.restart)
+    except (data.DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model: {result.model_path} ({result.steps} steps)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from . import data, evaluate
+
+    try:
+        run = evaluate.evaluate_run(args.model, args.manifest, args.out or Path(args.model).parent /
+                                    "evaluation", target=args.target,
+                                    baseline=None if args.baseline == "none" else args.baseline,
+                                    redact_images=not args.no_redact)
+    except (data.DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    test = run.report["test"]
+    mc, bn = test.get("multiclass", {}), test.get("binary", {})
+    if mc:
+        print(f"test accuracy {mc['accuracy']:.3f}, macro F1 {mc['macro']['f1']:.3f}, "
+              f"ECE {mc['calibration']['ece']:.3f}")
+    if bn:
+        op = bn["operating_point"]
+        print(f"NSFW AUC {bn['roc_auc']}, threshold {op['threshold']:.4f} ({args.target}, chosen on "
+              f"val): recall {op['recall']}, FPR {op['fpr']}")
+    for name, path in run.files.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``demo-data``, ``download``, ``prepare``, ``train`` and ``evaluate``."""
+    p = subparsers.add_parser("demo-data", help="write the safe offline demo dataset")
+    p.add_argument("out", help="folder to create")
+    p.add_argument("--per-class", type=int, default=40, help="images per class (default 40)")
+    p.add_argument("--binary", action="store_true", help="sfw/nsfw instead of the 5 classes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-faults", action="store_true", help="no broken/duplicate files")
+    p.set_defaults(func=_demo_data)
+
+    p = subparsers.add_parser("download", help="download URL lists into a folder per class")
+    p.add_argument("lists", help="folder of <class>.txt / urls_<class>.txt files, or one file")
+    p.add_argument("dest", help="dataset folder to fill")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--connect-timeout", type=float, default=5.0)
+    p.add_argument("--read-timeout", type=float, default=15.0)
+    p.add_argument("--deadline", type=float, default=60.0, help="seconds per file, at most")
+    p.add_argument("--retries", type=int, default=2)
+    p.add_argument("--max-mb", type=float, default=20.0, help="size cap per file (MB)")
+    p.add_argument("--max-redirects", type=int, default=5)
+    p.set_defaults(func=_download)
+
+    p = subparsers.add_parser("prepare", help="validate, de-duplicate and split a dataset")
+    p.add_argument("dataset", help="folder with one sub-folder per class")
+    p.add_argument("--out", required=True, help="where to write manifest.csv and the reports")
+    p.add_argument("--classes", nargs="*", help="class folders to use (default: all)")
+    p.add_argument("--val", type=float, default=0.15)
+    p.add_argument("--test", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--near-duplicates", type=int, default=5,
+                   help="perceptual-hash distance counted as the same image (-1: off)")
+    p.add_argument("--keep-conflicts", action="store_true",
+                   help="keep label-conflict groups (in one split) instead of excluding them")
+    p.add_argument("--max-mb", type=float, default=256.0, help="larger files are quarantined")
+    p.set_defaults(func=_prepare)
+
+    p = subparsers.add_parser("train", help="fine-tune a backbone on a prepared dataset")
+    p.add_argument("manifest", help="manifest.csv from `nsfwkit prepare`")
+    p.add_argument("out", help="run folder (an interrupted run there resumes)")
+    p.add_argument("--config", help="TrainConfig fields as a JSON string or a YAML file")
+    p.add_argument("--backbone", help="mobilenet_v2 | inception_v3 | keras:<Application> | file")
+    p.add_argument("--weights", help="for keras: backbones: imagenet | none | weights file")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs-head", type=int)
+    p.add_argument("--epochs-finetune", type=int)
+    p.add_argument("--lr-head", type=float)
+    p.add_argument("--lr-finetune", type=float)
+    p.add_argument("--unfreeze", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--restart", action="store_true", help="ignore checkpoints in OUT")
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("evaluate", help="evaluate a model on a prepared dataset")
+    p.add_argument("model", help="model.keras (spec beside it)")
+    p.add_argument("manifest", help="manifest.csv")
+    p.add_argument("--out", help="folder for the plots (default: beside the model)")
+    p.add_argument("--target", default="nsfw_recall>=0.95",
+                   help="threshold target: 'nsfw_recall>=0.95' or 'fpr<=0.01'")
+    p.add_argument("--baseline", default="mobilenet_v2", help="baseline model, or 'none'")
+    p.add_argument("--no-redact", action="store_true", help="show mistakes unblurred")
+    p.set_defaults(func=_evaluate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run these subcommands on their own: ``python -m nsfwkit.cli_data prepare ...``."""
+    parser = argparse.ArgumentParser(prog="nsfwkit")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Evaluation: hand-computed thresholds, calibration and metrics; the full report on a tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data_fixtures import tiny_backbone, tiny_dataset
+from nsfwkit import data, evaluate, train
+from nsfwkit.spec import ModelSpec, spec_path_for
+
+Y = np.array([0, 0, 1, 1, 1])
+S = np.array([0.1, 0.6, 0.4, 0.7, 0.9])
+
+
+def test_choose_threshold_for_recall_target():
+    op = evaluate.choose_threshold(Y, S, target="nsfw_recall>=0.95")
+    assert op["threshold"] == pytest.approx(0.4)  # highest threshold that still catches all 3
+    assert (op["tp"], op["fp"], op["fn"], op["tn"]) == (3, 1, 0, 1)
+    assert op["fpr"] == 0.5 and op["met"] is True
+    op = evaluate.choose_threshold(Y, S, target="nsfw_recall>=0.6")
+    assert op["threshold"] == pytest.approx(0.7) and op["recall"] == pytest.approx(2 / 3)
+
+
+def test_choose_threshold_for_fpr_target():
+    op = evaluate.choose_threshold(Y, S, target="fpr<=0.01")
+    assert op["threshold"] == pytest.approx(0.7)  # lowest threshold above the 0.6 negative
+    assert (op["tp"], op["fp"]) == (2, 0) and op["met"] is True
+    assert evaluate.choose_threshold(Y, S, target="fpr:0.01")["threshold"] == pytest.approx(0.7)
+    assert evaluate.parse_target("nsfw_recall:0.9") == ("recall", 0.9)
+    op = evaluate.choose_threshold(Y, S, target="fpr<=0.5")
+    assert op["threshold"] == pytest.approx(0.4) and op["recall"] == 1.0
+    with pytest.raises(ValueError, match="unknown target"):
+        evaluate.choose_threshold(Y, S, target="precision>=0.9")
+
+
+def test_binary_confusion_hand_computed():
+    c = evaluate.binary_confusion(Y, S, 0.5)
+    assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (2, 1, 1, 1)
+    assert c["recall"] == pytest.approx(2 / 3) and c["fpr"] == 0.5 and c["precision"] == pytest.approx(2 / 3)
+
+
+def test_calibration_ece_hand_computed():
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2]])
+    cal = evaluate.calibration(np.array([0, 0, 0]), probs, bins=10)
+    # confidences 0.9 (right), 0.6 (wrong), 0.8 (right): (0.1 + 0.6 + 0.2) / 3
+    assert cal["ece"] == pytest.approx(0.3)
+    assert [b["count"] for b in cal["bins"]] == [0, 0, 0, 0, 0, 1, 0, 1, 1, 0]
+    perfect = evaluate.calibration(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert perfect["ece"] == 0.0
+
+
+def test_evaluate_predictions_metrics():
+    y = np.array([0, 0, 1, 2, 2, 2])
+    probs = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .1, .8], [.1, .2, .7],
+                      [.6, .2, .2]])
+    r = evaluate.evaluate_predictions(y, probs, class_names=["neutral", "porn", "sexy"],
+                                      nsfw_classes=["porn", "sexy"], threshold=0.5)
+    mc = r["multiclass"]
+    assert mc["accuracy"] == pytest.approx(4 / 6)
+    assert mc["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert mc["per_class"]["porn"]["precision"] == 0.5 and mc["per_class"]["porn"]["recall"] == 1.0
+    assert mc["per_class"]["sexy"]["recall"] == pytest.approx(2 / 3)
+    b = r["binary"]
+    assert (b["positives"], b["negatives"]) == (4, 2)
+    # nsfw scores: .2 .8 .9 .9 .9 .4 -> at 0.5: tp 3 (last sexy has .4), fp 1
+    op = b["operating_point"]
+    assert (op["tp"], op["fp"], op["fn"], op["tn"]) == (3, 1, 1, 1)
+    json.dumps(r)  # JSON-ready (no NaN objects)
+
+
+def test_align_classes_by_loose_name():
+    probs = np.array([[0.1, 0.2, 0.3, 0.25, 0.15]])
+    aligned = evaluate.align_classes(probs, ("Drawing", "Hentai", "Neutral", "Porn", "Sexy"),
+                                     ("neutral", "porn", "drawings"))
+    np.testing.assert_allclose(aligned, [[0.3, 0.25, 0.1]])
+    assert evaluate.align_classes(probs, ("Drawing", "Hentai", "Neutral", "Porn", "Sexy"),
+                                  ("sfw", "nsfw")) is None
+
+
+def test_evaluate_run_writes_report_card_plots_and_threshold(tmp_path):
+    root = tiny_dataset(tmp_path / "ds", classes=("neutral", "porn", "sexy"), per_class=8, size=32)
+    data.prepare(root).write(tmp_path / "run" / "01_data")
+    manifest = tmp_path / "run" / "01_data" / "manifest.csv"
+    backbone = tiny_backbone(tmp_path / "bb", image_size=32)
+    result = train.train(manifest, tmp_path / "run" / "02", dict(
+        backbone=str(backbone), batch_size=8, epochs_head=1, epochs_finetune=0, patience=0),
+        verbose=False)
+    run = evaluate.evaluate_run(result.model_path, manifest, tmp_path / "run" / "02" / "eval",
+                                target="fpr<=0.01", baseline=str(backbone), notes="demo only")
+    model_dir = result.model_path.parent
+    report = json.loads((model_dir / "report.json").read_text())
+    assert report["target"] == "fpr<=0.01" and report["split"] == "test"
+    n_test = len(data.read_manifest(manifest, split="test"))
+    assert report["test"]["n"] == n_test
+    assert report["baseline"]["model"] == "tiny"  # the baseline's classes mapped by name
+    assert "multiclass" in report["baseline"]
+    spec = ModelSpec.load(spec_path_for(result.model_path))
+    assert spec.threshold == pytest.approx(report["threshold"])
+    assert report["test"]["binary"]["threshold_chosen_on"] == "val"
+    card = (model_dir / "model_card.md").read_text()
+    assert "# Model card" in card and "baseline" in card and "demo only" in card
+    for name in ("confusion", "reliability", "mistakes", "roc_pr", "threshold", "baseline_roc_pr"):
+        assert run.files[name].stat().st_size > 1000, name
+    assert "redacted" in run.figures["mistakes"]._suptitle.get_text()
