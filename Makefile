@@ -19,12 +19,17 @@ help:
 	@echo "make test   - set up and run the tests"
 	@echo "make setup  - only set up (.venv, node_modules, pretrained models)"
 
-setup: $(STAMPS)/python $(STAMPS)/node models
+setup: $(STAMPS)/python $(STAMPS)/convert $(STAMPS)/node models
 
 $(STAMPS)/python: pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "nsfwkit needs Python 3.11, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c requirements/constraints.txt -e ".[cpu,dev]"
+	@mkdir -p $(STAMPS) && touch $@
+
+# The TF.js converter, without its dependencies: see requirements/convert.txt for why.
+$(STAMPS)/convert: requirements/convert.txt $(STAMPS)/python
+	$(PIP) install -q --no-deps -r requirements/convert.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/node: package.json package-lock.json
@@ -45,6 +50,8 @@ browser:
 
 demo: setup
 	$(VENV)/bin/nsfwkit run --params full --name demo
+	$(VENV)/bin/nsfwkit build-web --export dist/runs/demo/03_convert/export --run dist/runs/demo
+	@echo "Web view: $(VENV)/bin/nsfwkit serve dist"
 
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)

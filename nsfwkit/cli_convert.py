@@ -1,0 +1,121 @@
+"""CLI subcommands ``export``, ``serve`` and ``build-web`` (wired into ``nsfwkit.cli``).
+
+    nsfwkit export MODEL --out DIR [--quantize none|float16|uint8 ...] [--no-nsfwjs] [--overwrite]
+    nsfwkit serve [DIR] [--port P]
+    nsfwkit build-web [--out DIR] [--model M | --export DIR] [--galleries DIR] [--run RUN_DIR]
+
+TensorFlow is imported inside the handlers only, so ``nsfwkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _print_sizes(rows) -> None:
+    print(f"{'format':<14} {'quantization':<12} {'files':>5} {'MB':>8}  path")
+    for r in rows:
+        print(f"{r['format']:<14} {r['quantization']:<12} {r['files']:>5} {r['mb']:>8.2f}  {r['path']}")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import convert, zoo
+
+    quants = args.quantize or ["none", "float16", "uint8"]
+    try:
+        model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
+    except (zoo.ModelNotFoundError, ValueError) as exc:
+        print(f"nsfwkit export: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = convert.export(model, args.out, spec=spec, quantizations=quants,
+                                nsfwjs=False if args.no_nsfwjs else None,
+                                overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty())
+    except FileExistsError as exc:
+        print(f"nsfwkit export: error: {exc}", file=sys.stderr)
+        return 2
+    except convert.ConverterMissingError as exc:
+        print(f"nsfwkit export: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        _print_sizes(result.sizes)
+        print(f"exported {spec.name} to {result.out_dir}", file=sys.stderr)
+        if result.nsfwjs:
+            first = next(iter(result.nsfwjs.values()))
+            print(f"for nsfwjs: nsfwjs.load('<url of {first.relative_to(result.out_dir)}>/', "
+                  f"{{type: 'graph', size: {spec.image_size}}})", file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import paths, serve
+
+    folder = Path(args.dir) if args.dir else paths.dist_dir()
+    if not (0 <= args.port <= 65535):
+        print("nsfwkit serve: error: --port must be 0-65535", file=sys.stderr)
+        return 2
+    try:
+        serve.serve(folder, port=args.port, quiet=args.quiet)
+    except NotADirectoryError as exc:
+        print(f"nsfwkit serve: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"nsfwkit serve: error: cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_build_web(args: argparse.Namespace) -> int:
+    from . import webview, zoo
+
+    try:
+        index = webview.build(args.out, model=args.model, export_dir=args.export,
+                              galleries_from=args.galleries, run_dir=args.run)
+    except (FileNotFoundError, zoo.ModelNotFoundError) as exc:
+        print(f"nsfwkit build-web: error: {exc}", file=sys.stderr)
+        return 2
+    site = json.loads((index.parent / "site.json").read_text(encoding="utf-8"))
+    kinds = ", ".join(site["galleries"]) or "none yet"
+    print(f"built {index} (galleries: {kinds}); view it with: nsfwkit serve {index.parent}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``export``, ``serve`` and ``build-web`` to the ``nsfwkit`` CLI."""
+    p = subparsers.add_parser(
+        "export", help="export a model as SavedModel + TensorFlow.js graph models",
+        description="Write DIR/saved_model, DIR/tfjs/<q>/ (input raw RGB 0-255) and, for nsfwjs's "
+                    "five classes, DIR/nsfwjs/<q>/ (input 0-1: load it with nsfwjs.load(url, "
+                    "{type: 'graph', size})), plus spec.json and export.json (sizes).")
+    p.add_argument("model", help="pretrained name (mobilenet_v2, inception_v3) or a .keras file")
+    p.add_argument("--out", required=True, help="export folder to create")
+    p.add_argument("--quantize", action="append", choices=("none", "float16", "uint8"),
+                   help="weight quantisation; repeat for several (default: all three)")
+    p.add_argument("--no-nsfwjs", action="store_true", help="skip the nsfwjs-ready flavour")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    p.add_argument("--unsafe-load", action="store_true", help="load a trusted .keras file outside safe mode")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+    p = subparsers.add_parser("serve", help="serve a folder (default dist/) on 127.0.0.1",
+                              description="Static files on 127.0.0.1 only; paths outside the folder are refused.")
+    p.add_argument("dir", nargs="?", default=None, help="folder to serve (default: dist/)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    p.set_defaults(func=_cmd_serve)
+
+    p = subparsers.add_parser("build-web", help="build the static web view into dist/")
+    p.add_argument("--out", default=None, help="site folder (default: dist/)")
+    p.add_argument("--model", default="mobilenet_v2", help="pretrained model to ship (exported into the cache)")
+    p.add_argument("--export", default=None, help="use this export folder (nsfwkit export) instead")
+    p.add_argument("--galleries", default=None,
+                   help="folder with filters/ and activation/ manifests to copy (default: those in --out)")
+    p.add_argument("--run", default=None,
+                   help="pipeline run folder (e.g. dist/runs/demo) whose visualisation stages to show")
+    p.set_defaults(func=_cmd_build_web)

@@ -1,0 +1,869 @@
+"""Export a classifier for serving and the browser: SavedModel and TensorFlow.js graph models.
+
+>>> from nsfwkit import convert, zoo
+>>> model, spec = zoo.load("mobilenet_v2")
+>>> result = convert.export(model, "exports/mobilenet_v2", spec=spec)
+>>> result.tfjs["uint8"]          # folder with model.json + weight shards
+>>> convert.check_parity(model, result.tfjs["float32"], images)   # runs TF.js in Node
+
+What gets written under ``out_dir``::
+
+    spec.json                 the ModelSpec
+    saved_model/              TF SavedModel (``model.export``), float32, input ``image`` 0-255
+    tfjs/<q>/model.json       TF.js graph model per quantisation q in float32/float16/uint8;
+                              input ``image`` takes raw RGB 0-255 (the scaling is inside)
+    nsfwjs/<q>/model.json     the same network with an input taking 0-1 pixels, the convention
+                              of nsfwjs's own models: load it with
+                              ``nsfwjs.load(url, {type: "graph", size: S})``
+    export.json               sizes, timings, versions (also returned as :class:`ExportResult`)
+
+Why two TF.js flavours: nsfwjs's ``infer()`` divides pixels by 255 *before* the model, so a
+model with a ``Rescaling(1/255)`` inside would see pixels/65025. The ``nsfwjs/`` export folds
+the 255 into the model's first ``Rescaling`` (or prepends ``Rescaling(255)``), so nsfwjs feeds it
+correctly; everything of ours (the web view, :func:`tfjs_probabilities`) reads ``input_range``
+from the model's metadata and feeds either flavour correctly.
+
+Every ``model.json`` carries ``userDefinedMetadata.nsfwkit``: class names, input size, input
+range, resize method, NSFW classes and threshold, quantisation, and the graph node names of the
+last conv features and pre-softmax logits (for Grad-CAM in TF.js).
+
+The converter (Python package ``tensorflowjs``) is optional and imported lazily: see
+``requirements/convert.txt`` for the install recipe that keeps TensorFlow 2.21, and
+:func:`_import_converter` for why it needs two import-time stand-in modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import paths
+from .spec import NSFWJS_CLASSES, ModelSpec
+
+__all__ = [
+    "QUANTIZATIONS",
+    "TOLERANCES",
+    "ExportResult",
+    "ParityReport",
+    "ConverterMissingError",
+    "NodeMissingError",
+    "inference_model",
+    "export_saved_model",
+    "export_tfjs",
+    "export",
+    "read_metadata",
+    "size_table",
+    "plot_sizes",
+    "keras_probabilities",
+    "tfjs_probabilities",
+    "check_parity",
+    "compare",
+    "nsfwjs_probabilities",
+    "run_node",
+    "find_node",
+]
+
+#: Quantisations of the TF.js weights; ``float32`` means none.
+QUANTIZATIONS: tuple[str, ...] = ("float32", "float16", "uint8")
+#: Max |Δp| allowed between Keras and TF.js per quantisation (the acceptance bar).
+TOLERANCES: dict[str, float] = {"float32": 1e-5, "float16": 1e-3, "uint8": 1e-2}
+_QUANT_ALIASES = {"none": "float32", "float32": "float32", "float16": "float16", "uint8": "uint8"}
+#: Keras layers that only act in training (random augmentation): replaced by ``Identity`` on
+#: export, because TF.js cannot run them (``Unknown layer: RandomFlip``, AssignVariableOp).
+_AUGMENTATION_LAYERS = {"AugMix", "CutMix", "MixUp", "RandAugment", "Solarization"}
+#: The Python converter pinned by requirements/convert.txt.
+TFJS_CONVERTER_VERSION = "4.22.0"
+METADATA_KEY = "nsfwkit"
+METADATA_FORMAT = 1
+
+
+class ConverterMissingError(ImportError):
+    """The ``tensorflowjs`` converter package is not installed."""
+
+
+class NodeMissingError(RuntimeError):
+    """Node.js or the npm packages needed to run TF.js are missing."""
+
+
+# --------------------------------------------------------------------------------------------
+# The converter import
+# --------------------------------------------------------------------------------------------
+def _stand_in(name: str, doc: str) -> types.ModuleType:
+    module = types.ModuleType(name, doc)
+    module.__spec__ = importlib.util.spec_from_loader(name, loader=None)
+    return module
+
+
+def _import_converter():
+    """Import ``tensorflowjs``'s SavedModel converter module without its unused heavy deps.
+
+    ``tensorflowjs`` 4.22 (the newest release) imports every converter at package import:
+    ``tf_saved_model_conversion_v2`` does ``import tensorflow_decision_forests`` (to list TF-DF
+    ops), and ``converters/__init__`` imports ``jax_conversion`` (``from jax.experimental import
+    jax2tf``). Neither is used when converting a SavedModel. The real TF-DF 1.12 does not load on
+    TF 2.21 (undefined symbol in inference.so) and its pin would downgrade TensorFlow; real jax
+    costs ~520 MB. So, *only when those packages are not installed*, and *only for the duration
+    of this import*, empty stand-in modules sit in ``sys.modules``; they are removed right after,
+    so nothing else in the process ever sees a fake ``jax``. Keras is imported first: Keras
+    checks for an importable jax at its own import and would otherwise find the stand-in.
+
+    Returns:
+        the module ``tensorflowjs.converters.tf_saved_model_conversion_v2``.
+
+    Raises:
+        ConverterMissingError: ``tensorflowjs`` is not installed (message gives the recipe).
+    """
+    loaded = sys.modules.get("tensorflowjs.converters.tf_saved_model_conversion_v2")
+    if loaded is not None:
+        return loaded
+    if importlib.util.find_spec("tensorflowjs") is None:
+        raise ConverterMissingError(
+            "the TensorFlow.js converter is not installed: run `pip install --no-deps "
+            "-r requirements/convert.txt` (plain `pip install tensorflowjs` downgrades TensorFlow)"
+        )
+    import keras  # noqa: F401  (must precede any jax stand-in; see above)
+
+    stand_ins: dict[str, types.ModuleType] = {}
+    if importlib.util.find_spec("tensorflow_decision_forests") is None:
+        stand_ins["tensorflow_decision_forests"] = _stand_in(
+            "tensorflow_decision_forests", "nsfwkit stand-in: TF-DF is unused by SavedModel conversion")
+    if importlib.util.find_spec("jax") is None:
+        jax = _stand_in("jax", "nsfwkit stand-in: jax is unused by SavedModel conversion")
+        jax.experimental = _stand_in("jax.experimental", "nsfwkit stand-in")
+        jax.experimental.jax2tf = _stand_in("jax.experimental.jax2tf", "nsfwkit stand-in")
+        stand_ins.update({"jax": jax, "jax.experimental": jax.experimental,
+                          "jax.experimental.jax2tf": jax.experimental.jax2tf})
+    try:
+        sys.modules.update(stand_ins)
+        from tensorflowjs.converters import tf_saved_model_conversion_v2 as conversion
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return conversion
+
+
+# --------------------------------------------------------------------------------------------
+# The inference model
+# --------------------------------------------------------------------------------------------
+def _is_augmentation(layer) -> bool:
+    name = type(layer).__name__
+    return name.startswith("Random") or name in _AUGMENTATION_LAYERS
+
+
+def _contains_augmentation(model) -> bool:
+    for layer in model.layers:
+        if _is_augmentation(layer):
+            return True
+        if hasattr(layer, "layers") and _contains_augmentation(layer):
+            return True
+    return False
+
+
+def _copy_weights(source, target) -> None:
+    """Copy weights layer by layer (matched by name, recursing into nested models)."""
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            original = source.get_layer(layer.name)
+        except ValueError:
+            continue  # a layer we added (e.g. a folded Rescaling): no weights to copy
+        if hasattr(layer, "layers") and hasattr(original, "layers"):
+            _copy_weights(original, layer)
+        else:
+            layer.set_weights(original.get_weights())
+
+
+def inference_model(model, *, input_range: tuple[float, float] = (0.0, 255.0),
+                    input_name: str = "image"):
+    """The model to export: no augmentation layers, a named input, the wanted input range.
+
+    The caller's model is never modified: when something must change, a clone with copied
+    weights is returned; otherwise ``model`` itself.
+
+    Args:
+        model: a Keras classifier taking raw RGB 0-255 ``(N, S, S, 3)``.
+        input_range: ``(0, 255)`` keeps the input as is. ``(0, 1)`` makes the input take
+            pixels / 255 (nsfwjs's convention): the factor 255 is folded into the model's first
+            layer when that is a ``Rescaling`` applied straight to the input (exactly), else a
+            ``Rescaling(255)`` is prepended.
+        input_name: name of the input layer (it becomes the graph model's input key).
+
+    Returns:
+        a ``keras.Model`` with one input named ``input_name``.
+    """
+    import keras
+
+    lo, hi = (float(v) for v in input_range)
+    if (lo, hi) not in ((0.0, 255.0), (0.0, 1.0)):
+        raise ValueError(f"input_range must be (0, 255) or (0, 1), got {input_range}")
+    if len(model.inputs) != 1:
+        raise ValueError(f"expected a single-input classifier, got {len(model.inputs)} inputs")
+    factor = 255.0 / hi  # 1 for 0-255 input, 255 for 0-1 input
+    first_rescale = None
+    if factor != 1.0:
+        first = next((l for l in model.layers if type(l).__name__ != "InputLayer"), None)
+        try:
+            fed_by_input = first is not None and first.input is model.inputs[0]
+        except (AttributeError, ValueError):  # layer used several times, or not built
+            fed_by_input = False
+        if fed_by_input and type(first).__name__ == "Rescaling":
+            first_rescale = first.name
+
+    needs_clone = _contains_augmentation(model) or first_rescale is not None
+    current = model
+    if needs_clone:
+        def clone_fn(layer):
+            if _is_augmentation(layer):
+                return keras.layers.Identity(name=layer.name)
+            config = layer.get_config()
+            if layer.name == first_rescale:
+                scale = np.asarray(config["scale"], dtype=np.float64) * factor
+                config["scale"] = scale.tolist() if scale.ndim else float(scale)
+            return layer.__class__.from_config(config)
+
+        current = keras.models.clone_model(model, clone_function=clone_fn, recursive=True)
+        _copy_weights(model, current)
+        if first_rescale is not None:
+            factor = 1.0
+
+    input_tensor = current.inputs[0]
+    shape = tuple(input_tensor.shape[1:])
+    current_name = getattr(input_tensor, "name", "")
+    if factor != 1.0 or current_name != input_name:
+        inputs = keras.Input(shape=shape, name=input_name)
+        x = keras.layers.Rescaling(factor, name="from_unit_range")(inputs) if factor != 1.0 else inputs
+        outputs = current(x)
+        current = keras.Model(inputs, outputs, name=f"{model.name}_export")
+    return current
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _atomic_dir(dest: Path, *, overwrite: bool):
+    """Build a folder under a temporary name and move it into place only when complete."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise FileExistsError(f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old{os.getpid()}"
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _quant(quantization: str | None) -> str:
+    key = str(quantization or "none").lower()
+    if key not in _QUANT_ALIASES:
+        raise ValueError(f"unknown quantization {quantization!r}; use none, float16 or uint8")
+    return _QUANT_ALIASES[key]
+
+
+def export_saved_model(model, out_dir: str | os.PathLike, *, spec: ModelSpec | None = None,
+                       overwrite: bool = False) -> Path:
+    """Write a TF SavedModel (``model.export``) of the inference model, plus ``spec.json``.
+
+    Args:
+        model: a Keras classifier (see :func:`inference_model`; it is applied here).
+        out_dir: the SavedModel folder to create.
+        spec: written as ``out_dir/spec.json`` when given.
+        overwrite: replace an existing non-empty folder (atomically).
+
+    Returns:
+        ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    export_model = inference_model(model, input_name=spec.input_name if spec else "image")
+    with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        shutil.rmtree(tmp)  # model.export wants to create the folder itself
+        with _quiet_tf():
+            export_model.export(str(tmp), format="tf_saved_model", verbose=False)
+        if spec is not None:
+            spec.save(tmp / "spec.json")
+    return out_dir
+
+
+def find_node(model_json: dict, *, layer: str | None = None, op: str | None = None) -> str | None:
+    """Find a node in a graph model's topology.
+
+    Args:
+        model_json: a parsed TF.js graph ``model.json``.
+        layer: a Keras layer name: returns the LAST non-constant node inside that layer's name
+            scope (Keras/TF suffix ``_N`` allowed), i.e. the layer's output after op fusion.
+        op: with ``layer=None``, returns the input of the last node of this op type (e.g.
+            ``Softmax`` -> the pre-softmax logits node).
+
+    Returns:
+        the node name, or ``None``.
+    """
+    nodes = model_json.get("modelTopology", {}).get("node", [])
+    if layer is not None:
+        pattern = re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/")
+        hits = [n["name"] for n in nodes if n.get("op") != "Const" and pattern.search(n["name"])]
+        return hits[-1] if hits else None
+    if op is not None:
+        hits = [n for n in nodes if n.get("op") == op]
+        if not hits or not hits[-1].get("input"):
+            return None
+        return hits[-1]["input"][0].lstrip("^").split(":")[0]
+    return None
+
+
+def _metadata(spec: ModelSpec, *, quantization: str, input_range: tuple[float, float],
+              nsfwjs: bool) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    data = spec.to_dict()
+    data.update({
+        "format": METADATA_FORMAT,
+        "quantization": quantization,
+        "input_range": [float(v) for v in input_range],
+        "preprocessing": ("pixels / 255 outside the model (nsfwjs convention), then the "
+                          "model's own scaling" if input_range[1] == 1.0 else spec.preprocessing),
+        "nsfwjs_compatible": bool(nsfwjs),
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__,
+                     "tfjs_converter": TFJS_CONVERTER_VERSION},
+    })
+    return data
+
+
+def _read_weights(model_dir: Path) -> dict[str, np.ndarray]:
+    """The float32 weights of an unquantised graph model folder, by name (others skipped)."""
+    model_json = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
+    out: dict[str, np.ndarray] = {}
+    for group in model_json["weightsManifest"]:
+        data = b"".join((model_dir / p).read_bytes() for p in group["paths"])
+        offset = 0
+        for w in group["weights"]:
+            count = int(np.prod(w["shape"], dtype=np.int64))
+            if "quantization" in w or w.get("dtype", "float32") not in ("float32", "int32"):
+                raise ValueError(f"{model_dir}: {w['name']} is quantised or not 4-byte")
+            if w.get("dtype", "float32") == "float32":
+                out[w["name"]] = np.frombuffer(data, "<f4", count, offset).reshape(w["shape"])
+            offset += 4 * count
+    return out
+
+
+def _uint8_rel_error(values: np.ndarray) -> float:
+    """Relative RMS error of TF.js's affine per-tensor uint8 quantisation of ``values``."""
+    lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if hi == lo:
+        return 0.0
+    scale = (hi - lo) / 255.0
+    restored = np.round((values - lo) / scale) * scale + lo
+    norm = float(np.linalg.norm(values))
+    return float(np.linalg.norm(restored - values)) / norm if norm else 0.0
+
+
+def _quantization_map(weights: dict[str, np.ndarray], quantization: str, *, min_elements: int,
+                      max_uint8_error: float) -> dict | None:
+    """Which weights to quantise, and how.
+
+    * Tensors under ``min_elements`` values (biases, batch-norm scale/offset vectors, scalars)
+      stay float32: < 1% of a convnet's bytes, but most of its sensitivity (measured on
+      nsfwjs's MobileNetV2: rounding only its BN vectors to uint8 moves a probability by 0.15).
+    * ``uint8`` is per tensor (TF.js has no per-channel scales). The converter folds batch
+      norm into the preceding 1x1 kernels, whose columns then differ in scale, and a single
+      uint8 range fits them badly; tensors whose uint8 relative RMS error would exceed
+      ``max_uint8_error`` are stored as float16 instead (on MobileNetV2: 7 of 51 kernels,
+      +0.7 MB, and top-1 agreement with Keras goes from 8/9 to 9/9 on the sample images).
+    """
+    if quantization == "float32":
+        return None
+    big = [n for n, v in weights.items() if v.size >= min_elements]
+    if quantization == "float16":
+        return {"float16": big} if big else None
+    u8 = [n for n in big if _uint8_rel_error(weights[n]) <= max_uint8_error]
+    f16 = [n for n in big if n not in set(u8)]
+    qmap = {}
+    if u8:
+        qmap["uint8"] = u8
+    if f16:
+        qmap["float16"] = f16
+    return qmap or None
+
+
+def export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                spec: ModelSpec, quantization: str = "float32",
+                input_range: tuple[float, float] = (0.0, 255.0), min_elements: int = 1024,
+                max_uint8_error: float = 0.02, float32_reference: str | os.PathLike | None = None,
+                overwrite: bool = False) -> Path:
+    """Convert a SavedModel to a TF.js graph model with nsfwkit metadata.
+
+    Args:
+        saved_model_dir: from :func:`export_saved_model` (or ``model.export``).
+        out_dir: folder to create with ``model.json`` and ``group1-shard*.bin``.
+        spec: the model's spec; stored in ``userDefinedMetadata.nsfwkit``.
+        quantization: ``float32`` (alias ``none``), ``float16`` or ``uint8``: applied to the
+            weight tensors with at least ``min_elements`` values (conv/dense kernels); smaller
+            ones stay float32, and uint8 falls back to float16 per tensor where its error would
+            exceed ``max_uint8_error`` (see :func:`_quantization_map`). TF.js dequantises on load.
+        input_range: what the SavedModel's input takes; recorded in the metadata.
+        float32_reference: a float32 conversion of the same SavedModel (its weights choose
+            the quantisation map); without it one is made first (a few seconds).
+        overwrite: replace an existing non-empty folder (atomically).
+
+    Returns:
+        ``out_dir``.
+    """
+    conversion = _import_converter()
+    quantization = _quant(quantization)
+    nsfwjs = input_range[1] == 1.0
+    metadata = {METADATA_KEY: _metadata(spec, quantization=quantization,
+                                        input_range=input_range, nsfwjs=nsfwjs)}
+    out_dir = Path(out_dir)
+    with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with _quiet_tf():
+            qmap = None
+            if quantization != "float32":
+                # Weight names and values exist only after conversion (BN folded, fused):
+                # read them from a float32 conversion, then convert with the map.
+                if float32_reference is None:
+                    conversion.convert_tf_saved_model(str(saved_model_dir), str(tmp))
+                    weights = _read_weights(tmp)
+                    for child in tmp.iterdir():
+                        child.unlink()
+                else:
+                    weights = _read_weights(Path(float32_reference))
+                qmap = _quantization_map(weights, quantization, min_elements=min_elements,
+                                         max_uint8_error=max_uint8_error)
+            conversion.convert_tf_saved_model(str(saved_model_dir), str(tmp), metadata=metadata,
+                                              quantization_dtype_map=qmap)
+        model_json_path = tmp / "model.json"
+        model_json = json.loads(model_json_path.read_text(encoding="utf-8"))
+        feature = find_node(model_json, layer=spec.last_conv_layer) if spec.last_conv_layer else None
+        logits = find_node(model_json, op="Softmax")
+        meta = model_json.setdefault("userDefinedMetadata", {}).setdefault(METADATA_KEY, {})
+        meta["cam"] = ({"feature_node": feature, "logits_node": logits, "layer": spec.last_conv_layer}
+                       if feature and logits else None)
+        _write_json(model_json_path, model_json)
+    return out_dir
+
+
+@contextlib.contextmanager
+def _quiet_tf():
+    """Silence absl/TF INFO chatter from grappler during conversion."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What :func:`export` wrote.
+
+    Attributes:
+        out_dir: the export folder.
+        saved_model: the SavedModel folder.
+        tfjs: quantisation -> graph model folder (input 0-255).
+        nsfwjs: quantisation -> graph model folder for nsfwjs (input 0-1); may be empty.
+        sizes: rows of :func:`size_table`.
+        seconds: step -> wall seconds.
+    """
+
+    out_dir: Path
+    saved_model: Path
+    tfjs: dict[str, Path]
+    nsfwjs: dict[str, Path]
+    sizes: list[dict[str, Any]]
+    seconds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        rel = lambda p: str(Path(p).relative_to(self.out_dir))  # noqa: E731
+        return {
+            "saved_model": rel(self.saved_model),
+            "tfjs": {q: rel(p) for q, p in self.tfjs.items()},
+            "nsfwjs": {q: rel(p) for q, p in self.nsfwjs.items()},
+            "sizes": self.sizes,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def _folder_bytes(folder: Path) -> tuple[int, int]:
+    files = [p for p in Path(folder).rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def size_table(result: ExportResult | str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per exported artefact: ``format``, ``quantization``, ``files``, ``bytes``, ``mb``,
+    ``path`` (relative to the export folder)."""
+    if not isinstance(result, ExportResult):
+        out_dir = Path(result)
+        summary = json.loads((out_dir / "export.json").read_text(encoding="utf-8"))
+        return summary["sizes"]
+    rows = []
+    entries = [("saved_model", "float32", result.saved_model)]
+    entries += [("tfjs_graph", q, p) for q, p in result.tfjs.items()]
+    entries += [("nsfwjs_graph", q, p) for q, p in result.nsfwjs.items()]
+    for fmt, quant, folder in entries:
+        nbytes, nfiles = _folder_bytes(folder)
+        rows.append({"format": fmt, "quantization": quant, "files": nfiles, "bytes": nbytes,
+                     "mb": round(nbytes / 1e6, 2),
+                     "path": str(Path(folder).relative_to(result.out_dir))})
+    return rows
+
+
+def export(
+    model,
+    out_dir: str | os.PathLike,
+    *,
+    spec: ModelSpec,
+    quantizations: Sequence[str] = QUANTIZATIONS,
+    nsfwjs: bool | None = None,
+    nsfwjs_quantizations: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> ExportResult:
+    """Export a classifier: SavedModel, TF.js graph models, nsfwjs-ready graph models.
+
+    Args:
+        model: a Keras classifier taking raw RGB 0-255 (not modified).
+        out_dir: the export folder (layout in the module docstring); built under a temporary
+            name and moved into place when complete.
+        spec: the model's :class:`~nsfwkit.spec.ModelSpec`.
+        quantizations: any of ``float32``/``none``, ``float16``, ``uint8``.
+        nsfwjs: also write ``nsfwjs/<q>/`` (input 0-1). Default: only when the classes are
+            nsfwjs's five, in its order (nsfwjs hard-codes their names).
+        nsfwjs_quantizations: quantisations of the nsfwjs flavour (default: ``quantizations``).
+        overwrite: replace an existing non-empty ``out_dir``.
+        progress: show a progress bar (default: when stderr is a terminal).
+
+    Returns:
+        an :class:`ExportResult`; the same summary is in ``out_dir/export.json``.
+    """
+    from tqdm.auto import tqdm
+
+    quants = list(dict.fromkeys(_quant(q) for q in quantizations))
+    if not quants:
+        raise ValueError("quantizations is empty")
+    if nsfwjs is None:
+        nsfwjs = tuple(spec.class_names) == NSFWJS_CLASSES
+    nsfwjs_quants = list(dict.fromkeys(_quant(q) for q in (nsfwjs_quantizations or quants)))
+    _import_converter()  # fail early, before the slow SavedModel export
+    out_dir = Path(out_dir)
+    seconds: dict[str, float] = {}
+    steps = 1 + len(set(quants) | {"float32"}) + (1 + len(nsfwjs_quants) if nsfwjs else 0)
+    bar = tqdm(total=steps, desc=f"export {spec.name}", unit="step",
+               disable=not (progress if progress is not None else sys.stderr.isatty()))
+    with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        t0 = time.perf_counter()
+        export_saved_model(model, tmp / "saved_model", spec=spec)
+        seconds["saved_model"] = time.perf_counter() - t0
+        bar.update()
+        _convert_all(tmp / "saved_model", tmp / "tfjs", quants, spec=spec,
+                     input_range=(0.0, 255.0), seconds=seconds, prefix="tfjs", bar=bar)
+        if nsfwjs:
+            with tempfile.TemporaryDirectory(prefix="nsfwjs-sm-") as scratch:
+                t0 = time.perf_counter()
+                unit = inference_model(model, input_range=(0.0, 1.0), input_name=spec.input_name)
+                with _quiet_tf():
+                    unit.export(str(Path(scratch) / "sm"), format="tf_saved_model", verbose=False)
+                seconds["nsfwjs_saved_model"] = time.perf_counter() - t0
+                bar.update()
+                _convert_all(Path(scratch) / "sm", tmp / "nsfwjs", nsfwjs_quants, spec=spec,
+                             input_range=(0.0, 1.0), seconds=seconds, prefix="nsfwjs", bar=bar)
+        spec.save(tmp / "spec.json")
+        staged = ExportResult(
+            out_dir=tmp, saved_model=tmp / "saved_model",
+            tfjs={q: tmp / "tfjs" / q for q in quants},
+            nsfwjs={q: tmp / "nsfwjs" / q for q in nsfwjs_quants} if nsfwjs else {},
+            sizes=[], seconds=seconds,
+        )
+        staged.sizes = size_table(staged)
+        summary = staged.to_dict()
+        summary.update({"model": spec.name, "image_size": spec.image_size,
+                        "class_names": list(spec.class_names)})
+        _write_json(tmp / "export.json", summary)
+    bar.close()
+    return ExportResult(
+        out_dir=out_dir, saved_model=out_dir / "saved_model",
+        tfjs={q: out_dir / "tfjs" / q for q in quants},
+        nsfwjs={q: out_dir / "nsfwjs" / q for q in nsfwjs_quants} if nsfwjs else {},
+        sizes=staged.sizes, seconds=seconds,
+    )
+
+
+def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: ModelSpec,
+                 input_range: tuple[float, float], seconds: dict[str, float], prefix: str,
+                 bar) -> None:
+    """Convert one SavedModel to ``dest/<q>`` for each quantisation, float32 first (its weights
+    choose the quantisation maps of the others; it is made in scratch space if not wanted)."""
+    reference = None
+    with tempfile.TemporaryDirectory(prefix="f32-ref-", dir=dest.parent) as scratch:
+        for q in ["float32"] + [q for q in quants if q != "float32"]:
+            t0 = time.perf_counter()
+            target = dest / q if q in quants else Path(scratch) / "float32"
+            export_tfjs(saved_model, target, spec=spec, quantization=q, input_range=input_range,
+                        float32_reference=reference)
+            if q == "float32":
+                reference = target
+            seconds[f"{prefix}_{q}"] = time.perf_counter() - t0
+            bar.update()
+
+
+def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """``userDefinedMetadata.nsfwkit`` of a TF.js graph model folder (or model.json path)."""
+    path = Path(model_dir)
+    if path.is_dir():
+        path = path / "model.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (not a TF.js model folder?)") from None
+    return data.get("userDefinedMetadata", {}).get(METADATA_KEY, {})
+
+
+def plot_sizes(rows: Sequence[dict[str, Any]]):
+    """Bar chart of export sizes in MB (from :func:`size_table`); returns a Figure."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3))
+    ax = fig.add_subplot()
+    labels = [f"{r['format']}\n{r['quantization']}" for r in rows]
+    values = [r["mb"] for r in rows]
+    bars = ax.bar(range(len(rows)), values, color="#4c72b0")
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_ylabel("MB")
+    ax.set_title("Export sizes")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Parity: Keras vs TF.js in Node
+# --------------------------------------------------------------------------------------------
+def keras_probabilities(model, images: np.ndarray | Sequence[np.ndarray], *,
+                        image_size: int | None = None, batch_size: int = 16) -> np.ndarray:
+    """Keras probabilities for raw RGB images, resized the nsfwkit/nsfwjs way.
+
+    Args:
+        model: a Keras classifier taking raw RGB 0-255.
+        images: ``(N, S, S, 3)`` array or a list of ``(H, W, 3)`` arrays of any sizes, 0-255.
+        image_size: the model's input side (default: from the model).
+
+    Returns:
+        ``float32`` ``(N, classes)``.
+    """
+    from .images import resize
+
+    size = int(image_size or model.inputs[0].shape[1])
+    batch = np.stack([resize(np.asarray(img), size) for img in images]) if len(images) else \
+        np.zeros((0, size, size, 3), np.float32)
+    return np.asarray(model.predict(batch, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if not node:
+        raise NodeMissingError("Node.js (>= 20) is not installed; it runs TensorFlow.js")
+    if not (paths.repo_root() / "node_modules" / "@tensorflow" / "tfjs-backend-wasm").is_dir():
+        raise NodeMissingError(
+            f"{paths.repo_root() / 'node_modules'}: @tensorflow/tfjs-backend-wasm missing; run `npm ci`")
+    return node
+
+
+def run_node(script: str | os.PathLike, request: dict[str, Any], *, timeout: float = 300) -> dict:
+    """Run one of nsfwkit's ``js/*.mjs`` scripts with a JSON request; return its JSON answer."""
+    node = _node()
+    with tempfile.TemporaryDirectory(prefix="nsfwkit-node-") as tmp:
+        req = Path(tmp) / "request.json"
+        req.write_text(json.dumps(request), encoding="utf-8")
+        proc = subprocess.run([node, str(script), str(req)], cwd=paths.repo_root(),
+                              capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def tfjs_probabilities(
+    model_dir: str | os.PathLike,
+    images: np.ndarray | Sequence[np.ndarray],
+    *,
+    preprocessed: bool = False,
+    backend: str = "wasm",
+    gradcam: bool = False,
+    dump_inputs: str | os.PathLike | None = None,
+    repeat: int = 0,
+) -> dict[str, Any]:
+    """Run a TF.js graph model in Node (``js/tfjs_predict.mjs``) on images decoded in Python.
+
+    Args:
+        model_dir: a graph model folder from :func:`export_tfjs`.
+        images: raw RGB ``uint8`` ``(H, W, 3)`` arrays of any sizes (preprocessed in JavaScript
+            by ``nsfwkit/web/classifier.js``, the web view's code), or with
+            ``preprocessed=True`` float32 model inputs ``(N, S, S, 3)`` fed as they are.
+        backend: ``wasm`` (default) or ``cpu`` (pure JS, slow).
+        gradcam: also return the TF.js Grad-CAM of each image's top class.
+        dump_inputs: folder where the script writes each preprocessed input as
+            ``<i>.f32`` (float32 S*S*3), to compare preprocessing with Python.
+        repeat: extra timed runs per image.
+
+    Returns:
+        ``{"probs": float32 (N, classes), "cams": list of (h, w) float32 arrays or None,
+        "metadata": dict, "ms_per_image": float | None, "load_ms": float, "backend": str}``.
+    """
+    items = []
+    with tempfile.TemporaryDirectory(prefix="nsfwkit-px-") as tmp:
+        for i, img in enumerate(images):
+            arr = np.asarray(img)
+            if preprocessed:
+                data, dtype = np.ascontiguousarray(arr, dtype="<f4"), "float32"
+            else:
+                if arr.dtype != np.uint8:
+                    raise ValueError("raw images must be uint8 (H, W, 3); pass preprocessed=True "
+                                     "for float model inputs")
+                data, dtype = np.ascontiguousarray(arr), "uint8"
+            if arr.ndim != 3 or arr.shape[-1] != 3:
+                raise ValueError(f"image {i}: expected (H, W, 3), got {arr.shape}")
+            file = Path(tmp) / f"{i}.px"
+            data.tofile(file)
+            items.append({"name": str(i), "width": int(arr.shape[1]), "height": int(arr.shape[0]),
+                          "file": str(file), "dtype": dtype})
+        answer = run_node(paths.repo_root() / "js" / "tfjs_predict.mjs", {
+            "model_dir": str(Path(model_dir).resolve()), "backend": backend, "images": items,
+            "gradcam": gradcam, "repeat": int(repeat),
+            "dump_inputs": str(Path(dump_inputs).resolve()) if dump_inputs else None,
+        })
+    results = answer["results"]
+    cams = None
+    if gradcam:
+        cams = [np.asarray(r["cam"]["heatmap"], np.float32).reshape(r["cam"]["height"], r["cam"]["width"])
+                if "cam" in r else None for r in results]
+    return {
+        "probs": np.asarray([r["probs"] for r in results], np.float32).reshape(len(results), -1),
+        "cams": cams, "metadata": answer["metadata"], "ms_per_image": answer["ms_per_image"],
+        "load_ms": answer["load_ms"], "backend": answer["backend"],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    """Keras vs TF.js on the same images.
+
+    Attributes:
+        quantization: of the TF.js model.
+        max_abs_diff: max over images and classes of |p_keras - p_tfjs|.
+        top1_agree: fraction of images whose arg-max agrees (1.0 required).
+        tolerance: the bar for this quantisation (:data:`TOLERANCES`).
+        passed: ``max_abs_diff <= tolerance and top1_agree == 1``.
+        keras: ``(N, classes)`` Keras probabilities; ``tfjs``: the same from TF.js.
+    """
+
+    quantization: str
+    max_abs_diff: float
+    top1_agree: float
+    tolerance: float
+    passed: bool
+    keras: np.ndarray
+    tfjs: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        return {"quantization": self.quantization, "max_abs_diff": float(self.max_abs_diff),
+                "top1_agree": float(self.top1_agree), "tolerance": self.tolerance,
+                "passed": bool(self.passed), "images": int(len(self.keras))}
+
+
+def compare(keras_probs: np.ndarray, tfjs_probs: np.ndarray, *, quantization: str = "float32",
+            tolerance: float | None = None) -> ParityReport:
+    """Build a :class:`ParityReport` from two ``(N, classes)`` probability arrays."""
+    quantization = _quant(quantization)
+    a, b = np.asarray(keras_probs, np.float64), np.asarray(tfjs_probs, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: keras {a.shape} vs tfjs {b.shape}")
+    diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+    agree = float(np.mean(a.argmax(-1) == b.argmax(-1))) if len(a) else 1.0
+    tol = float(tolerance if tolerance is not None else TOLERANCES[quantization])
+    return ParityReport(quantization, diff, agree, tol, diff <= tol and agree == 1.0,
+                        a.astype(np.float32), b.astype(np.float32))
+
+
+def check_parity(model, model_dir: str | os.PathLike, images: Sequence[np.ndarray], *,
+                 tolerance: float | None = None, backend: str = "wasm") -> ParityReport:
+    """Classify raw images with Keras and with the TF.js export in Node; compare.
+
+    The TF.js side preprocesses in JavaScript (the web view's code), so this checks the
+    preprocessing as well as the network.
+
+    Args:
+        model: the Keras classifier that was exported.
+        model_dir: a TF.js graph model folder (either input range; read from its metadata).
+        images: raw RGB ``uint8`` ``(H, W, 3)`` arrays of any sizes.
+        tolerance: override the per-quantisation bar.
+    """
+    meta = read_metadata(model_dir)
+    keras_p = keras_probabilities(model, images, image_size=meta.get("image_size"))
+    tfjs_p = tfjs_probabilities(model_dir, images, backend=backend)["probs"]
+    return compare(keras_p, tfjs_p, quantization=meta.get("quantization", "float32"),
+                   tolerance=tolerance)
+
+
+def nsfwjs_probabilities(model_dir: str | os.PathLike, images: Sequence[np.ndarray], *,
+                         image_size: int | None = None, backend: str = "wasm") -> np.ndarray:
+    """Classify raw RGB images with the real ``nsfwjs`` package loading ``model_dir``.
+
+    ``model_dir`` is served on 127.0.0.1 for the duration and loaded the documented nsfwjs way,
+    ``nsfwjs.load(url, {type: "graph", size})`` (``js/nsfwjs_load.mjs``); nsfwjs does its own
+    preprocessing. Use an ``nsfwjs/<q>/`` export (input 0-1).
+
+    Returns:
+        ``float32`` ``(N, 5)`` in nsfwjs's class order (:data:`~nsfwkit.spec.NSFWJS_CLASSES`).
+    """
+    from . import serve
+
+    size = int(image_size or read_metadata(model_dir).get("image_size", 224))
+    with tempfile.TemporaryDirectory(prefix="nsfwkit-px-") as tmp:
+        items = []
+        for i, img in enumerate(images):
+            arr = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+            arr.tofile(Path(tmp) / f"{i}.rgb")
+            items.append({"name": str(i), "width": int(arr.shape[1]), "height": int(arr.shape[0]),
+                          "file": str(Path(tmp) / f"{i}.rgb")})
+        server = serve.serve_in_thread(Path(model_dir))
+        try:
+            answer = run_node(paths.repo_root() / "js" / "nsfwjs_load.mjs",
+                              {"url": server.url, "size": size, "images": items, "backend": backend})
+        finally:
+            server.shutdown()
+            server.server_close()
+    return np.asarray([[r["probs"][c] for c in NSFWJS_CLASSES] for r in answer["results"]], np.float32)
