@@ -315,11 +315,6 @@ def plot_predictions(images: Sequence[np.ndarray], results: Sequence[Result], *,
 
 def write_results(results: Iterable[Result], path: str | os.PathLike) -> Path:
     """Write results as JSON lines (the ``--format jsonl`` schema), atomically; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for result in results:
-            fh.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    from .fileio import write_text
+
+    return write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results))

@@ -31,7 +31,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import images as _images
+from .fileio import atomic_path, write_text as _write_text
 
 __all__ = [
     "DatasetError",
@@ -468,20 +468,11 @@ class PreparedDataset:
         return out
 
 
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def _write_csv(path: Path, fields: Sequence[str], rows: list[dict]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(fields))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 

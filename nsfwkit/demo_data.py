@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import write_bytes
+
 __all__ = ["DEMO_CLASSES", "BINARY_CLASSES", "make_demo_dataset", "demo_image", "FAULTS"]
 
 #: The five class folders of the public NSFW scrapers (names only; the content is abstract).
@@ -145,10 +147,7 @@ def _encode(img: np.ndarray, fmt: str, quality: int = 90) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes(path, data)
 
 
 _README = """\

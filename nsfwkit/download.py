@@ -33,6 +33,7 @@ from typing import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from . import images as _images
+from .fileio import atomic_path
 
 __all__ = ["DownloadResult", "DownloadReport", "read_url_lists", "download", "url_filename"]
 
@@ -299,11 +300,9 @@ def download(
             session.close()
     report = DownloadReport(results)
     path = dest / "download_report.csv"
-    tmp = dest / f".download_report.csv.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=[f.name for f in dataclasses.fields(DownloadResult)])
         writer.writeheader()
         writer.writerows(dataclasses.asdict(r) for r in results)
-    os.replace(tmp, path)
     report.report_path = str(path)
     return report

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
+from .fileio import atomic_path, write_text
 from .spec import ModelSpec, spec_path_for
 
 __all__ = [
@@ -624,22 +625,14 @@ def evaluate_run(
             title=f"baseline {baseline} on the test split")
     for name, fig in figures.items():
         path = out_dir / f"{name}.png"
-        tmp = out_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
         files[name] = path
     text = json.dumps(_nan_to_none(full), indent=2) + "\n"
     for folder in {out_dir, model_path.parent}:
-        path = folder / "report.json"
-        tmp = folder / ".report.json.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text(folder / "report.json", text)
     files["report"] = model_path.parent / "report.json"
     if write_card:
         card = model_card(report, spec, baseline=base_report, dataset=dataset, notes=notes)
-        path = model_path.parent / "model_card.md"
-        tmp = model_path.parent / ".model_card.md.tmp"
-        tmp.write_text(card)
-        os.replace(tmp, path)
-        files["model_card"] = path
+        files["model_card"] = write_text(model_path.parent / "model_card.md", card)
     return EvaluationRun(report=full, files=files, figures=figures, spec=spec)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import paths
+from .fileio import write_json as _write_json, write_text
 
 __all__ = ["Stage", "StageFailed", "stages", "load_params", "run", "PARAM_SETS"]
 
@@ -134,12 +135,6 @@ def _this_python_kernel():
                 os.environ["JUPYTER_PATH"] = old
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def run(
     params: str | os.PathLike | None = "full",
     *,
@@ -192,9 +187,7 @@ def run(
         for stage in chosen:
             stage_params = {**resolved[stage.name], "run_dir": str(run_dir)}
             used[stage.name] = stage_params
-            tmp_params = run_dir / ".params.yaml.tmp"
-            tmp_params.write_text(yaml.safe_dump(used, sort_keys=False))
-            os.replace(tmp_params, run_dir / "params.yaml")
+            write_text(run_dir / "params.yaml", yaml.safe_dump(used, sort_keys=False))
             out_nb = run_dir / "notebooks" / stage.path.name
             print(f"[nsfwkit run] {stage.name} ...", file=sys.stderr, flush=True)
             started = time.time()

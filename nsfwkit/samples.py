@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .fileio import atomic_path
 
 __all__ = ["PHOTOS", "sample_images", "write_samples", "default_image", "synthetic_image"]
 
@@ -72,9 +73,8 @@ def write_samples(folder: str | os.PathLike | None = None, *, overwrite: bool = 
     for name, img in sample_images().items():
         path = folder / (f"{name}.jpg" if name in PHOTOS else f"{name}.png")
         if overwrite or not path.exists():
-            tmp = path.with_name(f".{path.name}.tmp")
-            Image.fromarray(img).save(tmp, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=92)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                Image.fromarray(img).save(tmp, format="JPEG" if path.suffix == ".jpg" else "PNG", quality=92)
         written.append(path)
     return written
 

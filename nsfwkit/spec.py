@@ -84,12 +84,9 @@ class ModelSpec:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the spec as JSON atomically; return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        from .fileio import write_json
+
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelSpec":

@@ -59,6 +59,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
+from .fileio import atomic_path, write_json
 from .spec import ModelSpec, spec_path_for
 
 __all__ = ["TrainConfig", "TrainResult", "build_classifier", "set_trainable", "train",
@@ -255,9 +256,7 @@ def to_dtype_policy(model, policy: str):
 # Checkpoints
 # ------------------------------------------------------------------------------------------
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> Path:
@@ -598,13 +597,11 @@ def _scalars(writer, values: dict[str, float], step: int) -> None:
 
 def _write_log(path: Path, history: list[dict]) -> None:
     fields = ["epoch", "phase", "steps", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in history:
             writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 def plot_history(history: Sequence[dict[str, Any]]):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import paths
+from .fileio import atomic_path
 from .jsliteral import extract_exports_literal
 from .spec import NSFWJS_CLASSES, ModelSpec, spec_path_for
 
@@ -341,10 +341,8 @@ def build(
         if verbose:
             print(f"{name}: importing from nsfwjs@{NSFWJS_VERSION} ...", flush=True)
         model, spec = import_nsfwjs(name, source=source)
-        _ensure(cache_path)
-        tmp = cache_path / f".{name}.tmp{os.getpid()}.keras"
-        model.save(tmp)
-        os.replace(tmp, model_path)
+        with atomic_path(model_path) as tmp:
+            model.save(tmp)
         spec.save(spec_path)
         if verbose:
             print(f"{name}: wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB)")

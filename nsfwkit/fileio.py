@@ -1,0 +1,82 @@
+"""Atomic writes: a reader (or a crash) never sees a half-written file or folder.
+
+Every writer in the kit goes through these: the content is written under a temporary name in the
+destination's folder, then renamed into place with ``os.replace`` (atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    The temporary name keeps the destination's suffix (or ``suffix``), so writers that choose a
+    format by extension (``fig.savefig``, ``model.save``) still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tail = suffix if suffix is not None else path.suffix
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}-{threading.get_ident()}{tail}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> Path:
+    """Write ``data`` as JSON (non-JSON values via ``str``) atomically; return the path."""
+    return write_text(path, json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def replace_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a staging directory and swap it in for ``dest`` only when complete.
+
+    On error the staging folder is removed and ``dest`` is left as it was.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        os.replace(dest, old / dest.name)
+    os.replace(stage, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,32 @@
+import pytest
+
+from nsfwkit.fileio import atomic_path, replace_dir, write_json, write_text
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "a" / "report.json"
+    write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == '{\n  "v": 1\n}\n'
+    assert [p.name for p in target.parent.iterdir()] == ["report.json"]  # no debris
+    with atomic_path(tmp_path / "fig.png") as tmp:
+        assert tmp.suffix == ".png"  # writers that pick a format by extension still work
+        tmp.write_bytes(b"png")
+
+
+def test_replace_dir_swaps_whole_folders(tmp_path):
+    dest = tmp_path / "out"
+    with replace_dir(dest) as stage:
+        (stage / "old.txt").write_text("1")
+    with pytest.raises(ValueError):
+        with replace_dir(dest) as stage:
+            (stage / "new.txt").write_text("2")
+            raise ValueError
+    assert sorted(p.name for p in dest.iterdir()) == ["old.txt"]
+    with replace_dir(dest) as stage:
+        write_text(stage / "new.txt", "2")
+    assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
