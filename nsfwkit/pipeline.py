@@ -123,6 +123,8 @@ def _this_python_kernel():
         (spec_dir / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "Python 3 (nsfwkit)", "language": "python",
+            # TensorFlow's C++ start-up chatter would otherwise land in every notebook's output
+            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
         }))
         old = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = tmp + (os.pathsep + old if old else "")

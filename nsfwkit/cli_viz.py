@@ -1,0 +1,125 @@
+"""``nsfwkit visualize``: filters, activations and class activation maps in one command.
+
+Writes ``<out>/filters/`` and ``<out>/activation/`` (default ``dist/``), each with a
+``manifest.json`` the web view reads (schema: ``nsfwkit/viz/MANIFESTS.md``). Exit status: 0 ok,
+1 the image could not be used, 2 usage errors (bad flags, unknown model or layer, no GPU for
+``--gpu``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    """Add the ``visualize`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "visualize",
+        help="filters, activations and CAMs of a model into dist/filters and dist/activation",
+        description=(
+            "Compute what a classifier looks at: maximally-activating inputs of conv filters "
+            "(dist/filters), the internal activations and class activation maps for one image "
+            "(dist/activation), each with a JSON manifest for the web view."
+        ),
+    )
+    p.add_argument("--model", default="mobilenet_v2",
+                   help="mobilenet_v2 (default), inception_v3, a .keras/.h5 file, or keras:<Application>")
+    p.add_argument("--image", default=None, help="image to explain (default: the kit's sample cat photo)")
+    p.add_argument("--filters", type=int, default=8, metavar="N", help="filters per layer (default 8)")
+    p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
+                   help="layers for filters and activations (default: a spread from early to late)")
+    p.add_argument("--steps", type=int, default=None, metavar="S",
+                   help="optimisation steps (default 80 classic, 256 quality)")
+    p.add_argument("--recipe", choices=("classic", "quality"), default="quality",
+                   help="classic: the original normalised gradient ascent; quality: lucid-style (default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (outputs are deterministic for it)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="parent folder of filters/ and activation/ (default dist/)")
+    p.add_argument("--cam", nargs="+", default=["grad_cam", "grad_cam_plus_plus", "score_cam"],
+                   choices=("grad_cam", "grad_cam_plus_plus", "score_cam"), metavar="METHOD",
+                   help="CAM methods: grad_cam grad_cam_plus_plus score_cam (default all three)")
+    p.add_argument("--cam-layer", default=None, help="CAM layer (default: the model's last conv layer)")
+    p.add_argument("--class", dest="class_index", default=None,
+                   help="class to explain: a name, an index, or 'all' (default: the top-1 class)")
+    p.add_argument("--score-cam-channels", type=int, default=256, metavar="K",
+                   help="Score-CAM uses the K highest-variance channels (0 = all; default 256)")
+    p.add_argument("--channels", type=int, default=8, metavar="N",
+                   help="per-channel activation PNGs per layer (default 8, plus the 8 most active)")
+    p.add_argument("--only", nargs="+", choices=("filters", "activations", "cam"), default=None,
+                   help="compute only these parts")
+    p.add_argument("--gpu", action="store_true",
+                   help="run on the GPU with mixed precision and XLA (fails if no GPU is visible)")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="load model files outside Keras safe mode (only for files you trust)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_visualize)
+
+
+def _error(message: str, code: int) -> int:
+    print(f"nsfwkit visualize: error: {message}", file=sys.stderr)
+    return code
+
+
+def _cmd_visualize(args: argparse.Namespace) -> int:
+    if args.filters < 1:
+        return _error("--filters must be at least 1", 2)
+    if args.steps is not None and args.steps < 0:
+        return _error("--steps must be >= 0", 2)
+    if args.score_cam_channels < 0 or args.channels < 0:
+        return _error("--score-cam-channels and --channels must be >= 0", 2)
+    if args.image is not None and not os.path.exists(args.image):
+        return _error(f"{args.image}: no such file", 1)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from . import zoo
+    from .images import ImageError
+    from .viz.layers import LayerNotFoundError
+    from .viz.report import visualize
+
+    if args.gpu:
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return _error(
+                "--gpu: TensorFlow sees no GPU (is tensorflow-cpu installed instead of "
+                "tensorflow[and-cuda], or CUDA_VISIBLE_DEVICES empty?); run without --gpu", 2)
+    try:
+        model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
+    except (zoo.ModelNotFoundError, ValueError, OSError) as exc:
+        return _error(str(exc), 2)
+    if args.gpu:
+        from .viz.layers import mixed_precision_copy
+
+        model = mixed_precision_copy(model)
+    quiet = args.quiet
+    try:
+        written = visualize(
+            model, spec, args.image, out=args.out,
+            parts=_parts(args.only), layers=args.layers, filters=args.filters, recipe=args.recipe,
+            steps=args.steps, seed=args.seed, cam_methods=args.cam, cam_layer=args.cam_layer,
+            class_index=args.class_index, score_cam_channels=args.score_cam_channels or None,
+            channels=args.channels, jit_compile=args.gpu,
+            progress=False if quiet else None,
+            log=(lambda line: None) if quiet else None,
+        )
+    except ImageError as exc:
+        return _error(str(exc), 1)
+    except LayerNotFoundError as exc:
+        return _error(str(exc), 2)
+    except FileExistsError as exc:
+        return _error(str(exc), 2)
+    except ValueError as exc:
+        return _error(str(exc), 2)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _parts(only):
+    if not only:
+        return ("filters", "activations", "cam")
+    return tuple(dict.fromkeys(only))

@@ -1,0 +1,60 @@
+"""See inside a classifier: filters, activations and class activation maps.
+
+* :mod:`~nsfwkit.viz.layers` finds layers and builds feature sub-models (never mutating the
+  caller's model);
+* :mod:`~nsfwkit.viz.cam`: ``grad_cam``, ``grad_cam_plus_plus``, ``score_cam``;
+* :mod:`~nsfwkit.viz.activations`: one pass returning inner layers' outputs and the prediction;
+* :mod:`~nsfwkit.viz.filters`: maximally-activating inputs of conv filters (``classic`` and
+  ``quality`` recipes);
+* :mod:`~nsfwkit.viz.plot`: figures, colormaps and overlays;
+* :mod:`~nsfwkit.viz.outputs`: the ``dist/filters`` and ``dist/activation`` folders and their
+  JSON manifests (schema in ``MANIFESTS.md``);
+* :mod:`~nsfwkit.viz.report`: :func:`visualize`, all three for one image (``nsfwkit visualize``).
+
+Importing this package does not import TensorFlow; the functions do, when called.
+"""
+
+from .activations import ActivationResult, activation_grid, channel_image, most_active_channels
+from .cam import METHODS as CAM_METHODS
+from .cam import CamResult, cam_per_class, compute_cam, grad_cam, grad_cam_plus_plus, score_cam
+from .filters import RECIPES, FilterResult, maximize_filters, visualize_filters
+from .layers import (
+    LayerNotFoundError,
+    conv_layers,
+    default_filter_layers,
+    feature_model,
+    find_layer,
+    last_conv_layer,
+    logits_model,
+)
+from .outputs import read_manifest, write_activation, write_filters
+from .report import visualize
+
+__all__ = [
+    "ActivationResult",
+    "FilterResult",
+    "RECIPES",
+    "activation_grid",
+    "channel_image",
+    "maximize_filters",
+    "most_active_channels",
+    "read_manifest",
+    "visualize",
+    "visualize_filters",
+    "write_activation",
+    "write_filters",
+    "CAM_METHODS",
+    "CamResult",
+    "LayerNotFoundError",
+    "cam_per_class",
+    "compute_cam",
+    "conv_layers",
+    "default_filter_layers",
+    "feature_model",
+    "find_layer",
+    "grad_cam",
+    "grad_cam_plus_plus",
+    "last_conv_layer",
+    "logits_model",
+    "score_cam",
+]

@@ -1,0 +1,134 @@
+"""Internal activations, the output folders and their manifests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from viz_fixtures import (  # noqa: F401  (fixtures)
+    TINY_X,
+    branching_model,
+    cat_image,
+    default_model,
+    nested_model,
+    tiny_model,
+)
+
+from nsfwkit.viz import activations as act
+from nsfwkit.viz import cam, filters, outputs
+from nsfwkit.viz.layers import LayerNotFoundError
+
+
+def test_one_pass_returns_layers_and_prediction(tiny_model):
+    result = act.activations(tiny_model, np.stack([TINY_X, 2 * TINY_X]), layers=["conv", "gap"])
+    assert list(result.layers) == ["conv", "gap"]
+    np.testing.assert_allclose(result.layers["conv"][0], TINY_X, atol=1e-6)  # identity conv
+    np.testing.assert_allclose(result.layers["gap"][1], 2 * TINY_X.mean(axis=(0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(result.probabilities, tiny_model(np.stack([TINY_X, 2 * TINY_X])).numpy(), rtol=1e-6)
+
+
+def test_default_model_activations(default_model, cat_image):
+    model, _ = default_model
+    result = act.activations(model, cat_image)
+    assert list(result.layers) == filters.default_filter_layers(model)
+    assert result.layers["out_relu"].shape == (1, 7, 7, 1280)
+    np.testing.assert_allclose(result.probabilities, model(cat_image[None]).numpy(), atol=1e-5)
+    top = act.most_active_channels(result.layers["out_relu"][0], count=5)
+    means = result.layers["out_relu"][0].mean(axis=(0, 1))
+    assert means[top[0]] == means.max() and list(means[top]) == sorted(means[top], reverse=True)
+
+
+def test_nested_and_errors(nested_model):
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    result = act.activations(nested_model, x, layers="mobilenetv2_0.35_64/block_1_expand_relu")
+    assert result.layers["mobilenetv2_0.35_64/block_1_expand_relu"].shape == (1, 32, 32, 48)
+    with pytest.raises(LayerNotFoundError, match="no layer 'block_99'"):
+        act.activations(nested_model, x, layers=["block_99"])
+    with pytest.raises(ValueError, match="shape"):
+        act.activations(nested_model, np.zeros((64, 3)))
+
+
+def test_images_helpers():
+    maps = np.zeros((7, 7, 3), np.float32)
+    maps[2, 3, 1] = 5.0
+    img = act.channel_image(maps[..., 1])
+    assert img.shape == (112, 112, 3) and img.dtype == np.uint8
+    assert len(np.unique(act.channel_image(maps[..., 0]).reshape(-1, 3), axis=0)) == 1  # flat: one colour
+    assert act.most_active_channels(maps, count=2).tolist() == [1, 0]
+    g = act.activation_grid(maps, channels=3, columns=3)
+    assert g.dtype == np.uint8 and g.shape[1] > g.shape[0]
+
+
+def test_write_activation_folder(tmp_path, branching_model):
+    x = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    a = act.activations(branching_model, x, layers=["stem", "mixed"])
+    cams = [cam.compute_cam(branching_model, x, method=m) for m in ("grad_cam", "score_cam")]
+    out = tmp_path / "activation"
+    manifest_path = outputs.write_activation(
+        out, model_name="branching", image=x, class_names=["a", "b", "c"],
+        probabilities=a.probabilities[0], source="/some/where/pic.png", activations=a, cams=cams,
+        channels=2, most_active=2, parameters={"note": 1},
+    )
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["schema"] == "nsfwkit.activation/1"
+    assert manifest["image"] == {"source": "pic.png", "file": "input.png", "width": 16, "height": 16}
+    assert [l["layer"] for l in manifest["layers"]] == ["stem", "mixed"]
+    assert manifest["layers"][1]["shape"] == [8, 8, 6]
+    assert [c["method"] for c in manifest["cams"]] == ["grad_cam", "score_cam"]
+    assert manifest["cam"] == "cam.png" and manifest["parameters"]["note"] == 1
+    files = {e["file"] for l in manifest["layers"] for e in l["channels"] + l["most_active"]}
+    files |= {l["grid"] for l in manifest["layers"]} | {"input.png", "cam.png"}
+    files |= {c[k] for c in manifest["cams"] for k in ("heatmap", "overlay")}
+    assert files | {"manifest.json"} == {p.name for p in out.iterdir()}  # nothing else, nothing missing
+    from PIL import Image
+
+    for name in files:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG"
+
+
+def test_rerun_replaces_outputs_cleanly(tmp_path, branching_model):
+    results = filters.visualize_filters(branching_model, ["stem", "mixed"], filters=2, recipe="classic", steps=2)
+    out = tmp_path / "filters"
+    manifest = json.loads(outputs.write_filters(results, out, model_name="b", parameters={"x": 1}).read_text())
+    assert manifest["schema"] == "nsfwkit.filters/1" and manifest["recipe"] == "classic"
+    entry = manifest["layers"][0]["filters"][0]
+    assert set(entry) >= {"layer", "index", "file", "activation_start", "activation_reached", "gain"}
+    assert len(list(out.glob("*.png"))) == 2 * 2 + 2
+    # a second run with one layer leaves no stale file and no staging folder
+    outputs.write_filters(results[1:], out, model_name="b")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixed_0.png", "mixed_1.png", "mixed_grid.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["filters"]
+
+
+def test_refuses_to_replace_a_foreign_folder(tmp_path, branching_model):
+    results = filters.visualize_filters(branching_model, ["stem"], filters=1, recipe="classic", steps=1)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not an nsfwkit output folder"):
+        outputs.write_filters(results, foreign, model_name="b")
+    assert (foreign / "thesis.txt").read_text() == "precious"
+
+
+def test_failed_write_keeps_the_previous_run(tmp_path, branching_model, monkeypatch):
+    results = filters.visualize_filters(branching_model, ["stem"], filters=1, recipe="classic", steps=1)
+    out = tmp_path / "filters"
+    outputs.write_filters(results, out, model_name="first")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(outputs, "atomic_write_json", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        outputs.write_filters(results, out, model_name="second")
+    assert outputs.read_manifest(out)["model"] == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["filters"]
+
+
+def test_atomic_json_and_names(tmp_path):
+    path = outputs.atomic_write_json(tmp_path / "a" / "m.json", {"x": np.float32(1.5), "y": np.inf, "z": np.arange(2)})
+    assert json.loads(path.read_text()) == {"x": 1.5, "y": None, "z": [0, 1]}
+    assert outputs.safe_name("backbone/block 1:relu") == "backbone__block_1_relu"

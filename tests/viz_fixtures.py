@@ -1,0 +1,137 @@
+"""Shared fixtures for the nsfwkit.viz tests (imported by tests/test_viz_*.py, test_widgets.py).
+
+Expensive objects (the pretrained default model) are built once per test session through
+``functools.lru_cache`` helpers, so every test module that imports these fixtures shares them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+#: Hand-set weights of the tiny model: 1x1 identity conv, then global average pool, then
+#: Dense(2, softmax) with these weights, so logit_c = sum_k W[k, c] * mean(A_k) + b_c.
+TINY_W = np.array([[1.0, -2.0], [0.5, 1.0]], np.float32)
+TINY_B = np.array([0.1, -0.3], np.float32)
+#: A fixed 4x4x2 input; A = x at the conv layer.
+TINY_X = np.array(
+    [
+        [[1.0, 0.0], [2.0, 1.0], [0.0, 3.0], [1.0, 1.0]],
+        [[0.0, 2.0], [3.0, 0.0], [1.0, 1.0], [0.0, 0.0]],
+        [[2.0, 2.0], [1.0, 0.0], [0.0, 1.0], [4.0, 0.0]],
+        [[0.0, 1.0], [1.0, 2.0], [2.0, 0.0], [1.0, 3.0]],
+    ],
+    np.float32,
+)
+
+
+def build_tiny_model():
+    """Input (4, 4, 2) -> Conv2D 1x1 identity "conv" -> GAP -> Dense(2, softmax) "dense"."""
+    import keras
+
+    inputs = keras.Input((4, 4, 2), name="image")
+    conv = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")
+    x = conv(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    dense = keras.layers.Dense(2, activation="softmax", name="dense")
+    outputs = dense(x)
+    model = keras.Model(inputs, outputs, name="tiny")
+    conv.set_weights([np.eye(2, dtype=np.float32).reshape(1, 1, 2, 2)])
+    dense.set_weights([TINY_W, TINY_B])
+    return model
+
+
+def build_branching_model(seed: int = 0):
+    """An Inception-like block: two conv branches concatenated ("mixed"), GAP, Dense softmax."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="stem")(x)
+    a = keras.layers.Conv2D(3, 1, activation="relu", name="branch_1x1")(x)
+    b = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="branch_3x3a")(x)
+    b = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="branch_3x3b")(b)
+    m = keras.layers.Concatenate(name="mixed")([a, b])
+    g = keras.layers.GlobalAveragePooling2D(name="gap")(m)
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(g)
+    return keras.Model(inputs, out, name="branching")
+
+
+def build_nested_model(seed: int = 0, size: int = 64):
+    """keras.applications.MobileNetV2(weights=None) used as a layer inside a 3-class classifier."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg", alpha=0.35
+    )
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    x = backbone(x)
+    out = keras.layers.Dense(3, activation="softmax", name="head")(x)
+    return keras.Model(inputs, out, name="nested")
+
+
+@functools.lru_cache(maxsize=None)
+def _default():
+    from nsfwkit import zoo
+
+    return zoo.load("mobilenet_v2")
+
+
+@functools.lru_cache(maxsize=None)
+def _cat(size: int = 224):
+    from nsfwkit import images, samples
+
+    return images.load_image(samples.default_image(), image_size=size)
+
+
+@pytest.fixture
+def tiny_model():
+    return build_tiny_model()
+
+
+@pytest.fixture
+def branching_model():
+    return build_branching_model()
+
+
+@pytest.fixture
+def nested_model():
+    return build_nested_model()
+
+
+@pytest.fixture
+def default_model():
+    """The pretrained mobilenet_v2 (model, spec), loaded once per session."""
+    return _default()
+
+
+@pytest.fixture
+def cat_image():
+    """The default sample image resized to 224, float32 0-255 (a copy per test)."""
+    return _cat().copy()
+
+
+def model_fingerprint(model):
+    """Everything a visualisation must not change about a model."""
+    return {
+        "n_layers": len(model.layers),
+        "names": [l.name for l in model.layers],
+        "activations": [getattr(getattr(l, "activation", None), "__name__", None) for l in model.layers],
+        "weights": [w.copy() for w in model.get_weights()],
+        "outputs": [tuple(o.shape) for o in model.outputs],
+    }
+
+
+def assert_same_model(before, after):
+    assert before["n_layers"] == after["n_layers"]
+    assert before["names"] == after["names"]
+    assert before["activations"] == after["activations"]
+    assert before["outputs"] == after["outputs"]
+    assert len(before["weights"]) == len(after["weights"])
+    for a, b in zip(before["weights"], after["weights"]):
+        np.testing.assert_array_equal(a, b)
