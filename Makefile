@@ -11,13 +11,14 @@ STAMPS := $(VENV)/.stamps
 NPM    ?= npm
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test models browser clean-venv help
+.PHONY: setup demo test bench models browser clean-venv help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   - set up and run the pipeline on the default model (outputs in dist/runs/demo)"
 	@echo "make test   - set up and run the tests"
 	@echo "make setup  - only set up (.venv, node_modules, pretrained models)"
+	@echo "make bench  - run the benchmarks (ratios against baselines measured in the same run)"
 
 setup: $(STAMPS)/python $(STAMPS)/convert $(STAMPS)/node models
 
@@ -55,6 +56,15 @@ demo: setup
 
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Speed targets: each prints a ratio against a baseline measured in the same run.
+bench: setup browser
+	$(PY) benchmarks/classify.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/prepare.py
+	$(PY) benchmarks/filters.py
+	$(PY) benchmarks/cam.py
+	$(PY) benchmarks/browser.py
 
 clean-venv:
 	rm -rf $(VENV)
