@@ -98,8 +98,6 @@ def test_web_view_in_chromium(site, pretrained, test_images, tmp_path):
 def test_exported_models_match_keras_in_chromium(quantization, site, exported, test_images,
                                                  tmp_path):
     require_chromium()
-    from test_convert_node import MEASURED_BOUNDS
-
     model, _ = convert_fixtures_model()
     root, _ = site
     picked = {k: test_images[k] for k in ("chelsea", "rocket", "noise_61x37", "gradient_224")}
@@ -119,7 +117,7 @@ def test_exported_models_match_keras_in_chromium(quantization, site, exported, t
     report = convert.compare(convert.keras_probabilities(model, list(picked.values())), browser,
                              quantization=quantization)
     assert report.top1_agree == 1.0, report.summary()
-    assert report.max_abs_diff <= MEASURED_BOUNDS[quantization], report.summary()
+    assert report.max_abs_diff <= convert.TOLERANCES[quantization], report.summary()
     # Chromium and Node run the same wasm kernels: identical to Node's answer
     node = convert.tfjs_probabilities(exported.tfjs[quantization], list(picked.values()))["probs"]
     assert np.abs(node - browser).max() <= 1e-6
