@@ -137,6 +137,23 @@ def _this_python_kernel():
                 os.environ["JUPYTER_PATH"] = old
 
 
+def _last_started_cell(notebook: Path) -> tuple[int | None, str]:
+    """The index and source of the cell papermill was running when execution stopped."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception:  # noqa: BLE001 - the notebook may not have been written at all
+        return None, ""
+    started = [
+        (i, c) for i, c in enumerate(nb.cells)
+        if c.get("metadata", {}).get("papermill", {}).get("status") in ("running", "failed", "completed")
+    ]
+    running = [(i, c) for i, c in started if c.metadata["papermill"]["status"] != "completed"]
+    index, cell = (running or started or [(None, {"source": ""})])[-1]
+    return index, cell.get("source", "")
+
+
 def run(
     params: str | os.PathLike | None = "full",
     *,
@@ -201,18 +218,25 @@ def run(
                     cwd=str(run_dir), progress_bar=progress, log_output=log_output,
                     execution_timeout=timeout, report_mode=False,
                 )
-            except pm.PapermillExecutionError as exc:
-                first_line = (exc.source or "").strip().splitlines()
-                cell = first_line[0][:80] if first_line else ""
-                message = (
-                    f"notebook {stage.path.name} failed in cell {exc.cell_index} "
-                    f"(execution count {exc.exec_count}: {cell!r}): {exc.ename}: {exc.evalue}\n"
-                    f"the executed notebook with the full traceback is {out_nb}; outputs of earlier "
-                    f"stages are kept in {run_dir}"
-                )
-                record["stages"][stage.name].update(status="failed", error=f"{exc.ename}: {exc.evalue}",
-                                                    cell=exc.cell_index, seconds=round(time.time() - started, 1))
+            except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised
+                if isinstance(exc, pm.PapermillExecutionError):
+                    cell_index, source = exc.cell_index, exc.source or ""
+                    error = f"{exc.ename}: {exc.evalue}"
+                else:  # cell timeout, dead kernel (out of memory?), interrupt, missing kernel...
+                    cell_index, source = _last_started_cell(out_nb)
+                    error = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                record["stages"][stage.name].update(status=status, error=error, cell=cell_index,
+                                                    seconds=round(time.time() - started, 1))
                 _write_json(record_path, record)
+                if not isinstance(exc, Exception):
+                    raise
+                lines = source.strip().splitlines()
+                where = f"cell {cell_index} ({lines[0][:80]!r})" if cell_index is not None else "before any cell ran"
+                message = (
+                    f"notebook {stage.path.name} failed in {where}: {error}\n"
+                    f"the executed notebook is {out_nb}; outputs of earlier stages are kept in {run_dir}"
+                )
                 raise StageFailed(stage.name, message, out_nb) from None
             record["stages"][stage.name].update(status="ok", seconds=round(time.time() - started, 1),
                                                 notebook=str(out_nb.relative_to(run_dir)))

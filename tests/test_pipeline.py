@@ -86,3 +86,25 @@ def test_select_stages_by_number_or_name(series, tmp_path):
         pipeline.run(None, select=["07"], notebooks=series, runs=tmp_path / "runs")
     with pytest.raises(ValueError, match="run name"):
         pipeline.run(None, name="../escape", notebooks=series, runs=tmp_path / "runs")
+
+
+def test_cell_timeout_is_a_stage_failure_naming_the_cell(series, tmp_path):
+    write_nb(series / "02_slow.ipynb", "import time\ntime.sleep(30)")
+    with pytest.raises(pipeline.StageFailed) as info:
+        pipeline.run(None, name="slow", select=["02"], notebooks=series, runs=tmp_path / "runs",
+                     progress=False, timeout=2)
+    # cell 3 of the executed notebook (papermill inserts the injected-parameters cell)
+    assert "02_slow.ipynb" in str(info.value) and "cell 3 ('import time')" in str(info.value)
+    assert "CellTimeoutError" in str(info.value)
+    record = json.loads((tmp_path / "runs" / "slow" / "run.json").read_text())
+    assert record["stages"]["02_slow"]["status"] == "failed"
+
+
+def test_dead_kernel_is_a_stage_failure(series, tmp_path):
+    write_nb(series / "02_crash.ipynb", "import os\nos._exit(1)")
+    with pytest.raises(pipeline.StageFailed) as info:
+        pipeline.run(None, name="crash", select=["02"], notebooks=series, runs=tmp_path / "runs",
+                     progress=False)
+    assert "02_crash.ipynb" in str(info.value)
+    record = json.loads((tmp_path / "runs" / "crash" / "run.json").read_text())
+    assert record["stages"]["02_crash"]["status"] == "failed"
