@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import sys
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -69,7 +70,18 @@ def nsfw_scores(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return probs[:, list(spec.nsfw_indices)].sum(axis=1) if spec.nsfw_indices else np.zeros(len(probs))
 
 
+_INFERENCE_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def _inference_fn(model, image_size: int):
+    """A traced inference function for ``model``, cached per model and size (tracing costs ~0.4 s)."""
+    per_model = _INFERENCE_CACHE.setdefault(model, {})
+    if image_size not in per_model:
+        per_model[image_size] = _trace(model, image_size)
+    return per_model[image_size]
+
+
+def _trace(model, image_size: int):
     import tensorflow as tf
 
     @tf.function(
@@ -157,7 +169,8 @@ def classify(
         if unknown:
             raise ValueError(f"unknown NSFW classes {unknown}; the model's classes are {list(spec.class_names)}")
         spec = spec.replace(nsfw_classes=tuple(nsfw_classes))
-    files = list(iter_image_files(paths, recursive=recursive))
+    folder_errors: list[ImageError] = []
+    files = list(iter_image_files(paths, recursive=recursive, on_error=folder_errors.append))
     infer = _inference_fn(model, spec.image_size)
     size = spec.image_size
     workers = workers or min(8, os.cpu_count() or 2)
@@ -197,6 +210,8 @@ def classify(
                 flagged=None if threshold is None else bool(nsfw >= threshold),
             )
 
+    for error in folder_errors:
+        yield Result(path=error.path, error=error.reason)
     window = max(2 * batch_size, workers * 2)
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nsfwkit-decode") as pool:
         queue: collections.deque = collections.deque()

@@ -1,7 +1,7 @@
 """The ``nsfwkit`` command line.
 
 Exit status: 0 when everything succeeded, 1 when some inputs failed (each reported), 2 on usage
-errors (bad flags, unknown model, nothing to do).
+errors (bad flags, unknown model, no image files in the given paths).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from . import zoo
     from .classify import Writer, classify
 
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+    if not 1 <= args.batch_size <= 1024:
+        raise UsageError("--batch-size must be between 1 and 1024")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError("--threshold must be between 0 and 1")
     try:
@@ -44,6 +44,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         unknown = [c for c in nsfw_classes if c not in spec.class_names]
         if unknown:
             raise UsageError(f"--nsfw-classes: unknown {unknown}; the model's classes are {list(spec.class_names)}")
+    if nsfw_classes is None and not spec.nsfw_classes and args.threshold is not None:
+        raise UsageError(f"the model's classes {list(spec.class_names)} include none of the default NSFW "
+                         "classes; say which to sum with --nsfw-classes")
     threshold = args.threshold
     writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold)
     total = failed = flagged = 0
@@ -59,7 +62,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             print(f"error: {result.path}: {result.error}", file=sys.stderr)
     if total == 0:
         print("nsfwkit classify: no image files found in the given paths", file=sys.stderr)
-        return 1
+        return 2
     if not args.quiet:
         extra = f", {flagged} flagged at threshold {threshold}" if threshold is not None else ""
         print(f"nsfwkit classify: {total - failed} classified, {failed} failed{extra} "
@@ -175,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nsfwkit classify DIR | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

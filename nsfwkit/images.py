@@ -20,12 +20,13 @@ probability). Models take raw 0-255 RGB and scale inside, so the loader does not
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import stat
 import struct
-import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -87,8 +88,34 @@ def _sniff_non_image(head: bytes) -> str | None:
     return None
 
 
+def _to_srgb(im):
+    """Convert through an embedded ICC profile to sRGB, as browsers do when they draw an image.
+
+    Display-P3 / Adobe RGB photos (most phone photos) would otherwise reach the model with other
+    colours than in the web view. sRGB profiles are left alone; a broken profile falls back to
+    the plain pixels.
+    """
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
+        if im.mode != "CMYK" and "srgb" in (ImageCms.getProfileDescription(src) or "").lower():
+            return im
+        out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(im, src, _srgb_profile(), outputMode=out_mode)
+    except Exception:  # noqa: BLE001 - a broken profile must not make the image unreadable
+        return im
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
 def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
-    from PIL import Image, ImageCms
+    from PIL import Image
 
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -104,13 +131,9 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
             arr = arr * 255.0
         gray = np.rint(np.clip(np.nan_to_num(arr), 0, 255)).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=-1)
-    if mode == "CMYK" and im.info.get("icc_profile"):
-        try:
-            src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
-            im = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
-            mode = im.mode
-        except Exception:  # a broken profile: fall back to Pillow's plain conversion
-            pass
+    if mode in ("CMYK", "RGB", "RGBA") and im.info.get("icc_profile"):
+        im = _to_srgb(im)
+        mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode in ("LA", "La", "PA", "RGBa"):
@@ -155,30 +178,31 @@ def decode_image(
     if reason:
         raise ImageError(path, reason)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_formats())
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise ImageError(path, f"image has no pixels ({width}x{height})")
-            if width * height > max_pixels:
-                raise ImageError(
-                    path,
-                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{max_pixels:,} (decompression bomb?)",
-                )
-            if getattr(im, "n_frames", 1) > 1:
-                im.seek(0)  # animations: the first frame
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            return _to_rgb(im, background)
+        # Image.open reads only the header; the size check below runs before any pixel is decoded.
+        # (Pillow's own DecompressionBombWarning is not turned into an error here: changing warning
+        # filters is not thread-safe, and this function runs in decoding threads.)
+        im = Image.open(io.BytesIO(data), formats=_formats())
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise ImageError(path, f"image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise ImageError(
+                path,
+                f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                f"{max_pixels:,} (decompression bomb?)",
+            )
+        im.load()  # animations (GIF, APNG, WebP) and multi-page TIFFs: the first frame, as opened
+        im = ImageOps.exif_transpose(im) or im
+        return _to_rgb(im, background)
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if data[4:8] == b"ftyp" and data[8:12] in (b"mif1", b"msf1", b"heic", b"heix"):
+            raise ImageError(path, "HEIF/HEIC is not supported; convert it to JPEG or PNG") from None
         raise ImageError(
             path, "not a recognised image (supported: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF)"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(path, f"decompression bomb refused: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         message = str(exc) or type(exc).__name__
@@ -220,7 +244,10 @@ def load_image(
         try:
             if path.is_dir():
                 raise ImageError(path, "is a folder, not a file")
-            size = path.stat().st_size
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError(path, "not a regular file (a device, pipe or socket?)")
+            size = info.st_size
             if size > MAX_BYTES:
                 raise ImageError(path, f"file is {size:,} bytes, over the {MAX_BYTES:,}-byte limit")
             data = path.read_bytes()
@@ -299,23 +326,45 @@ def load_images(
     return stacked, paths, errors
 
 
-def iter_image_files(paths: Sequence[str | os.PathLike], *, recursive: bool = True):
+def iter_image_files(
+    paths: Sequence[str | os.PathLike],
+    *,
+    recursive: bool = True,
+    on_error: Callable[[ImageError], None] | None = None,
+):
     """Yield files to classify from files and folders, in a stable order.
 
     Files named explicitly are yielded whatever their extension (the bytes decide); folders are
     walked (recursively by default, hidden entries skipped, symlinked folders not followed) for
-    files with an image extension.
+    regular files with an image extension: a folder's own files first (sorted), then its
+    sub-folders. A folder that cannot be listed is reported to ``on_error`` as an
+    :class:`ImageError` (by default it raises) and the walk goes on.
     """
+
+    def report(folder, exc: OSError) -> None:
+        error = ImageError(folder, f"cannot list folder ({exc.strerror or exc})")
+        if on_error is None:
+            raise error
+        on_error(error)
+
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            walker = os.walk(path) if recursive else [(str(path), [], os.listdir(path))]
-            for root, dirs, files in walker:
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if name.startswith("."):
-                        continue
-                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                        yield Path(root) / name
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        if recursive:
+            walker = os.walk(path, onerror=lambda exc: report(exc.filename, exc))
+        else:
+            try:
+                walker = [(str(path), [], os.listdir(path))]
+            except OSError as exc:
+                report(path, exc)
+                continue
+        for root, dirs, files in walker:
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                file = Path(root) / name
+                if file.is_file():
+                    yield file

@@ -55,7 +55,10 @@ class ModelSpec:
         object.__setattr__(self, "input_range", tuple(self.input_range))
         unknown = [c for c in self.nsfw_classes if c not in self.class_names]
         if unknown and self.class_names:
-            # A binary model with other names: keep only what exists rather than failing.
+            if self.nsfw_classes != DEFAULT_NSFW_CLASSES:
+                raise ValueError(f"nsfw_classes {unknown} are not among the class names {list(self.class_names)}")
+            # The default (nsfwjs's) NSFW classes on a model with other names: keep those that exist.
+            # The NSFW score of a model with none of them is 0 until nsfw_classes is set.
             object.__setattr__(
                 self, "nsfw_classes", tuple(c for c in self.nsfw_classes if c in self.class_names)
             )

@@ -63,10 +63,12 @@ def test_stream_matches_in_memory_predictions(folder, default_model, batch_size)
 
 def test_threshold_and_custom_nsfw_classes(folder, default_model):
     model, spec = default_model
-    results = [r for r in classify([folder / "cat.jpg"], model=model, spec=spec, threshold=0.0,
-                                   nsfw_classes=["Porn"])]
-    (r,) = results
-    assert r.flagged is True and r.nsfw == pytest.approx(r.probs["Porn"])
+    (r,) = classify([folder / "cat.jpg"], model=model, spec=spec, nsfw_classes=["Porn"])
+    assert r.flagged is None and r.nsfw == pytest.approx(r.probs["Porn"]) and 0 < r.nsfw < 0.5
+    (at,) = classify([folder / "cat.jpg"], model=model, spec=spec, nsfw_classes=["Porn"], threshold=r.nsfw)
+    (above,) = classify([folder / "cat.jpg"], model=model, spec=spec, nsfw_classes=["Porn"],
+                        threshold=r.nsfw * 1.001)
+    assert at.flagged is True and above.flagged is False
     with pytest.raises(ValueError, match="unknown NSFW classes"):
         next(classify([folder], model=model, spec=spec, nsfw_classes=["Nude"]))
 
@@ -106,6 +108,7 @@ def test_cli_csv_all_good_exits_0(folder, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["classify"], "required"),
     (["classify", "x.jpg", "--batch-size", "0"], "batch-size"),
+    (["classify", "x.jpg", "--batch-size", "100000"], "batch-size"),
     (["classify", "x.jpg", "--threshold", "2"], "threshold"),
     (["classify", "x.jpg", "--model", "no_such_model"], "no such model"),
     (["classify", "x.jpg", "--format", "xml"], "invalid choice"),
@@ -129,3 +132,17 @@ def test_console_script_table(folder):
     assert lines[0].split()[:6] == ["Drawing", "Hentai", "Neutral", "Porn", "Sexy", "nsfw"]
     assert "Neutral" in lines[1] and "cat.jpg" in lines[1]
     assert "ERROR" in lines[2] and "empty file" in lines[2]
+
+
+def test_no_images_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert cli.main(["classify", str(tmp_path)]) == 2
+    assert "no image files" in capsys.readouterr().err
+
+
+def test_closed_pipe_is_not_an_error(folder):
+    proc = subprocess.run(f"{sys.executable} -m nsfwkit classify --format jsonl {folder} | head -n 1",
+                          shell=True, capture_output=True, text=True, timeout=300,
+                          executable="/bin/bash")
+    assert proc.stdout.count("\n") == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

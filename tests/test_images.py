@@ -197,3 +197,82 @@ def test_iter_image_files(tmp_path, rgb):
     assert found == ["a/1.jpg", "a/b/2.PNG"]
     explicit = list(iter_image_files([tmp_path / "a" / "notes.txt"]))
     assert explicit == [tmp_path / "a" / "notes.txt"]  # named files are always tried
+
+
+def _png_16bit(array: np.ndarray) -> bytes:
+    """Encode a uint16 (H, W, C) array as a 16-bit PNG by hand (Pillow cannot write 16-bit RGB)."""
+    import struct
+    import zlib
+
+    h, w, c = array.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("channels", [3, 4, 2])
+def test_16bit_color_and_alpha_pngs(tmp_path, channels):
+    arr = np.zeros((4, 4, channels), np.uint16)
+    arr[..., 0] = 65535  # red (or white for LA)
+    arr[..., -1] = 65535 if channels in (2, 4) else 0  # opaque alpha
+    if channels == 3:
+        arr[..., 1] = 32896
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png_16bit(arr))
+    out = load_image(path)
+    assert out.shape == (4, 4, 3)
+    expected = {3: (255, 128, 0), 4: (255, 0, 0), 2: (255, 255, 255)}[channels]
+    assert tuple(out[0, 0]) == expected
+
+
+def test_first_frame_of_apng_animated_webp_and_multipage_tiff(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    for fmt, ext, kw in (("PNG", "png", {}), ("WEBP", "webp", {"lossless": True}), ("TIFF", "tif", {})):
+        path = tmp_path / f"anim.{ext}"
+        frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:], **kw)
+        assert tuple(load_image(path)[8, 8]) == (255, 0, 0), fmt
+
+
+def test_icc_profiles(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = Image.new("RGB", (8, 8), (10, 120, 230))
+    path = tmp_path / "tagged.jpg"
+    rgb.save(path, icc_profile=srgb, quality=100)
+    assert np.abs(load_image(path)[0, 0].astype(int) - (10, 120, 230)).max() <= 3  # sRGB: unchanged
+    broken = tmp_path / "broken_profile.png"
+    rgb.save(broken, icc_profile=b"not a profile")
+    assert tuple(load_image(broken)[0, 0]) == (10, 120, 230)  # a broken profile never blocks the image
+
+
+def test_special_files_and_unlistable_folders(tmp_path, monkeypatch, rgb):
+    import os
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(fifo)
+    save(Image.fromarray(rgb), tmp_path / "ok.png")
+    assert [p.name for p in iter_image_files([tmp_path])] == ["ok.png"]  # the FIFO is skipped
+
+    def refuse(_):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr("nsfwkit.images.os.listdir", refuse)
+    errors = []
+    assert list(iter_image_files([tmp_path], recursive=False, on_error=errors.append)) == []
+    assert "cannot list folder" in str(errors[0]) and str(tmp_path) in str(errors[0])
+    with pytest.raises(ImageError, match="cannot list folder"):
+        list(iter_image_files([tmp_path], recursive=False))
+
+
+def test_heif_named_clearly():
+    heif = b"\0\0\0\x18ftypmif1\0\0\0\0mif1heic" + bytes(64)
+    with pytest.raises(ImageError, match="HEIF/HEIC"):
+        load_image(heif)
