@@ -25,9 +25,12 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0
 
 
 class _Parser:
+    max_depth = 64  # nsfwjs's topologies nest about 8 deep
+
     def __init__(self, text: str, pos: int = 0):
         self.text = text
         self.pos = pos
+        self.depth = 0
 
     def error(self, message: str) -> JSLiteralError:
         snippet = self.text[self.pos : self.pos + 40]
@@ -43,10 +46,14 @@ class _Parser:
         if self.pos >= len(self.text):
             raise self.error("unexpected end of input")
         ch = self.text[self.pos]
-        if ch == "{":
-            return self.obj()
-        if ch == "[":
-            return self.arr()
+        if ch in "{[":
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise self.error(f"nested deeper than {self.max_depth} levels")
+            try:
+                return self.obj() if ch == "{" else self.arr()
+            finally:
+                self.depth -= 1
         if ch in "\"'":
             return self.string()
         if ch == "!" and self.text[self.pos + 1 : self.pos + 2] in ("0", "1"):
@@ -138,12 +145,13 @@ class _Parser:
             if text[end] == quote:
                 return "".join(parts)
             esc = text[self.pos : self.pos + 1]
-            if esc == "u":
-                parts.append(chr(int(text[self.pos + 1 : self.pos + 5], 16)))
-                self.pos += 5
-            elif esc == "x":
-                parts.append(chr(int(text[self.pos + 1 : self.pos + 3], 16)))
-                self.pos += 3
+            if esc in ("u", "x"):
+                width = 4 if esc == "u" else 2
+                digits = text[self.pos + 1 : self.pos + 1 + width]
+                if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                    raise self.error(f"bad \\{esc} escape")
+                parts.append(chr(int(digits, 16)))
+                self.pos += 1 + width
             else:
                 parts.append(_ESCAPES.get(esc, esc))
                 self.pos += 1

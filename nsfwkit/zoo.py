@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import zipfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,23 @@ def _with_raw_rgb_input(config: dict, input_name: str = "image") -> dict:
     return config
 
 
+#: Layer classes an nsfwjs bundle may contain: plain built-in layers, nothing that carries code.
+_ALLOWED_LAYERS = frozenset({
+    "InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization", "ReLU",
+    "Activation", "Add", "Concatenate", "ZeroPadding2D", "MaxPooling2D", "AveragePooling2D",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dense", "Dropout", "Flatten", "Reshape",
+    "Rescaling",
+})
+
+
+def _check_layer_classes(config: dict, *, origin: str) -> None:
+    """Refuse a topology with layers outside :data:`_ALLOWED_LAYERS` (e.g. ``Lambda``)."""
+    found = {layer.get("class_name") for layer in config.get("layers", [])}
+    odd = sorted(str(c) for c in found - _ALLOWED_LAYERS)
+    if odd:
+        raise ValueError(f"{origin}: unexpected layer classes {odd}; refusing to build this bundle")
+
+
 def import_nsfwjs(name: str = DEFAULT_MODEL, *, source: str | os.PathLike | None = None):
     """Build one of nsfwjs's bundled classifiers as a Keras 3 model, in memory.
 
@@ -252,6 +270,7 @@ def import_nsfwjs(name: str = DEFAULT_MODEL, *, source: str | os.PathLike | None
         raise ModelNotFoundError(f"unknown pretrained model {name!r}; choose from {sorted(PRETRAINED)}")
     root = find_nsfwjs(source)
     topology, weight_specs, data = _read_bundle(root, name)
+    _check_layer_classes(topology["model_config"]["config"], origin=str(root / name))
     config = _with_raw_rgb_input(topology["model_config"]["config"])
     config["name"] = f"nsfwjs_{name}"
     model = keras.Model.from_config(config)
@@ -434,7 +453,9 @@ def load(
                 f"{path}: refused in safe mode ({exc}). Only if you trust this file, load it "
                 "with safe_mode=False (CLI: --unsafe-load)."
             ) from None
-        raise
+        raise ValueError(f"{path}: cannot load this model file ({exc})") from None
+    except (OSError, TypeError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot load this model file ({type(exc).__name__}: {exc})") from None
     spec_path = spec_path_for(path)
     if spec_path.is_file():
         spec = ModelSpec.load(spec_path)
@@ -496,6 +517,33 @@ _APPLICATIONS: dict[str, tuple[int, str]] = {
 }
 
 
+#: keras.applications module (last part of the factory's ``__module__``) -> preprocessing mode.
+_MODULE_MODES = {
+    "vgg16": "caffe", "vgg19": "caffe", "resnet": "caffe",
+    "resnet_v2": "tf", "inception_v3": "tf", "inception_resnet_v2": "tf", "xception": "tf",
+    "mobilenet": "tf", "mobilenet_v2": "tf", "nasnet": "tf",
+    "densenet": "torch",
+    "efficientnet": "none", "efficientnet_v2": "none", "convnext": "none", "mobilenet_v3": "none",
+    "regnet": "none",
+}
+_SIZES = {"NASNetLarge": 331, "EfficientNetB1": 240, "EfficientNetB2": 260, "EfficientNetB3": 300,
+          "EfficientNetB4": 380, "EfficientNetB5": 456, "EfficientNetB6": 528, "EfficientNetB7": 600,
+          "EfficientNetV2B1": 240, "EfficientNetV2B2": 260, "EfficientNetV2B3": 300,
+          "EfficientNetV2M": 480, "EfficientNetV2L": 480, "InceptionResNetV2": 299}
+
+
+def _application_mode(factory) -> str:
+    module = getattr(factory, "__module__", "").rsplit(".", 1)[-1]
+    if module not in _MODULE_MODES:
+        raise ModelNotFoundError(
+            f"don't know the preprocessing of keras.applications.{factory.__name__} (module {module!r})")
+    return _MODULE_MODES[module]
+
+
+def _default_size(name: str) -> int:
+    return _SIZES.get(name, 224)
+
+
 def preprocessing_layers(mode: str):
     """Built-in Keras layers mapping raw RGB 0-255 to an application's expected input.
 
@@ -542,11 +590,15 @@ def keras_application(
     """
     import keras
 
-    if name not in _APPLICATIONS:
-        raise ModelNotFoundError(f"unknown application {name!r}; choose from {sorted(_APPLICATIONS)}")
-    default_size, mode = _APPLICATIONS[name]
+    factory = getattr(keras.applications, name, None)
+    if name.startswith("_") or not callable(factory):
+        known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
+        raise ModelNotFoundError(f"unknown application {name!r}; choose from {known}")
+    default_size, mode = _APPLICATIONS.get(name, (None, None))
+    if mode is None:
+        mode = _application_mode(factory)
+        default_size = _default_size(name)
     size = int(image_size or default_size)
-    factory = getattr(keras.applications, name)
     kwargs: dict[str, Any] = {"weights": weights, "include_top": include_top,
                               "input_shape": (size, size, 3)}
     if not include_top:

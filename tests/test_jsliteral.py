@@ -23,3 +23,11 @@ def test_extract_umd_exports():
     assert extract_exports_literal(source) == {"x": [1, 2]}
     with pytest.raises(JSLiteralError, match="bundle.js"):
         extract_exports_literal("var x = 1;", origin="bundle.js")
+
+
+def test_hostile_literals_fail_cleanly():
+    with pytest.raises(JSLiteralError, match="nested deeper"):
+        parse_js_literal("[" * 5000 + "]" * 5000)
+    for bad in ('"\\u12"', '"\\u{1F600}"', '"\\xZZ"'):
+        with pytest.raises(JSLiteralError, match="escape"):
+            parse_js_literal(bad)

@@ -126,3 +126,25 @@ def test_foreign_model_expecting_unit_pixels(tmp_path, default_model, photo):
     x = resize(photo, 224)[None]
     np.testing.assert_allclose(wrapped.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     assert spec.input_name == "image" and wrapped.inputs[0].name == "image"
+
+
+def test_bundle_with_code_carrying_layers_is_refused():
+    config = {"layers": [{"class_name": "InputLayer"}, {"class_name": "Lambda"}, {"class_name": "Dense"}]}
+    with pytest.raises(ValueError, match="Lambda"):
+        zoo._check_layer_classes(config, origin="bundle")
+
+
+def test_broken_model_files_are_named(tmp_path):
+    for name, content in (("fake.keras", b"not a zip"), ("fake.h5", b"\x89HDF\r\n\x1a\n broken")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=name):
+            zoo.load(path)
+
+
+def test_any_keras_application_gets_its_preprocessing():
+    assert zoo._application_mode(__import__("keras").applications.ResNet101) == "caffe"
+    assert zoo._application_mode(__import__("keras").applications.EfficientNetB3) == "none"
+    assert zoo._default_size("EfficientNetB3") == 300
+    model, spec = zoo.keras_application("NASNetMobile", weights=None, include_top=False, image_size=64)
+    assert model.get_layer("preprocess_tf") is not None and spec.image_size == 64
