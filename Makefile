@@ -52,7 +52,7 @@ browser:
 demo: setup
 	$(VENV)/bin/nsfwkit run --params full --name demo
 	$(VENV)/bin/nsfwkit build-web --export dist/runs/demo/03_convert/export --run dist/runs/demo
-	@echo "Web view: $(VENV)/bin/nsfwkit serve dist"
+	@echo "Web view: $(VENV)/bin/nsfwkit serve   (serves dist/web on 127.0.0.1)"
 
 test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -54,12 +54,13 @@ def main() -> int:
         print(f"{'artefact':<22} {'MB':>7} {'seconds':>8}")
         for row in result.sizes:
             key = "saved_model" if row["format"] == "saved_model" else f"tfjs_{row['quantization']}"
-            print(f"{row['path']:<22} {row['mb']:>7.2f} {result.seconds.get(key, float('nan')):>8.1f}")
+            print(f"{row['path']:<22} {row['mb']:>7.2f} {result.seconds.get(key, float('nan')):>8.1f}  "
+                  f"{row.get('stored_as', '')}")
 
         site = work / "site"
         webview.build(site, export_dir=result.out_dir)
         for q in ("float16", "uint8"):
-            webview._replace_dir(result.tfjs[q], site / "bench" / q)
+            shutil.copytree(result.tfjs[q], site / "bench" / q)
         write_nsfwjs_layers_model(site / "bench" / "nsfwjs_mobilenet_v2")
         nsfwjs_mb = (site / "bench" / "nsfwjs_mobilenet_v2" / "weights.bin").stat().st_size / 1e6
         img = samples.sample_images()["chelsea"]
@@ -68,7 +69,7 @@ def main() -> int:
         try:
             with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
                 out = convert.run_node(REPO / "js" / "browser_check.mjs", {
-                    "url": server.url, "chromium": "/usr/bin/chromium", "user_data_dir": profile,
+                    "url": server.url, "chromium": shutil.which("chromium") or "/usr/bin/chromium", "user_data_dir": profile,
                     "bench": {"size": spec.image_size, "repeat": args.repeat, "file": str(work / "img.rgb"),
                               "width": img.shape[1], "height": img.shape[0], "models": [
                                   {"name": "nsfwjs", "url": "bench/nsfwjs_mobilenet_v2/model.json",

@@ -1,8 +1,10 @@
 """CLI subcommands ``export``, ``serve`` and ``build-web`` (wired into ``nsfwkit.cli``).
 
-    nsfwkit export MODEL --out DIR [--quantize none|float16|uint8 ...] [--no-nsfwjs] [--overwrite]
-    nsfwkit serve [DIR] [--port P]
+    nsfwkit export MODEL --out DIR [--quantize none|float16|uint8 ...] [--precision-plan measured|none]
+                   [--no-nsfwjs] [--overwrite]
+    nsfwkit serve [DIR] [--port P]                  (DIR default: dist/web)
     nsfwkit build-web [--out DIR] [--model M | --export DIR] [--galleries DIR] [--run RUN_DIR]
+                                                    (DIR default: dist/web)
 
 TensorFlow is imported inside the handlers only, so ``nsfwkit --help`` stays fast.
 """
@@ -18,9 +20,22 @@ __all__ = ["register"]
 
 
 def _print_sizes(rows) -> None:
-    print(f"{'format':<14} {'quantization':<12} {'files':>5} {'MB':>8}  path")
+    """The size table; ``stored as`` tells how a quantised export is really stored (tensors and
+    MB per dtype): the default exports are mixed precision, mostly not in their nominal dtype."""
+    print(f"{'format':<14} {'quantization':<12} {'files':>5} {'MB':>8}  {'path':<18} stored as (tensors, MB)")
     for r in rows:
-        print(f"{r['format']:<14} {r['quantization']:<12} {r['files']:>5} {r['mb']:>8.2f}  {r['path']}")
+        print(f"{r['format']:<14} {r['quantization']:<12} {r['files']:>5} {r['mb']:>8.2f}  "
+              f"{r['path']:<18} {r.get('stored_as', '')}".rstrip())
+
+
+def _error(command: str, subject, exc: BaseException) -> None:
+    """``nsfwkit <command>: error: <file>: <reason>`` (the file named once)."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        message = f"{exc.filename}: {exc.strerror}"
+    elif str(subject) not in message:
+        message = f"{subject}: {message}"
+    print(f"nsfwkit {command}: error: {message}", file=sys.stderr)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -29,18 +44,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     quants = args.quantize or ["none", "float16", "uint8"]
     try:
         model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
-    except (zoo.ModelNotFoundError, ValueError) as exc:
-        print(f"nsfwkit export: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:   # ModelNotFoundError, NotADirectoryError, bad file...
+        _error("export", args.model, exc)
         return 2
     try:
         result = convert.export(model, args.out, spec=spec, quantizations=quants,
                                 nsfwjs=False if args.no_nsfwjs else None,
-                                overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty())
-    except FileExistsError as exc:
-        print(f"nsfwkit export: error: {exc}", file=sys.stderr)
+                                overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
+                                precision_plan=args.precision_plan == "measured")
+    except (FileExistsError, NotADirectoryError) as exc:   # refused output folder: usage
+        _error("export", args.out, exc)
         return 2
     except convert.ConverterMissingError as exc:
         print(f"nsfwkit export: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError) as exc:       # the export itself failed
+        _error("export", args.out, exc)
         return 1
     if not args.quiet:
         _print_sizes(result.sizes)
@@ -53,9 +72,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from . import paths, serve
+    from . import serve
 
-    folder = Path(args.dir) if args.dir else paths.dist_dir()
+    from . import webview
+
+    folder = Path(args.dir) if args.dir else webview.site_dir()
     if not (0 <= args.port <= 65535):
         print("nsfwkit serve: error: --port must be 0-65535", file=sys.stderr)
         return 2
@@ -77,12 +98,16 @@ def _cmd_build_web(args: argparse.Namespace) -> int:
     try:
         index = webview.build(args.out, model=args.model, export_dir=args.export,
                               galleries_from=args.galleries, run_dir=args.run)
-    except (FileNotFoundError, zoo.ModelNotFoundError) as exc:
-        print(f"nsfwkit build-web: error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError) as exc:
+        print(f"nsfwkit build-web: error: {exc}", file=sys.stderr)   # SiteFolderError included
         return 2
+    except (OSError, ValueError) as exc:
+        _error("build-web", args.out or webview.site_dir(), exc)
+        return 1
     site = json.loads((index.parent / "site.json").read_text(encoding="utf-8"))
     kinds = ", ".join(site["galleries"]) or "none yet"
-    print(f"built {index} (galleries: {kinds}); view it with: nsfwkit serve {index.parent}")
+    serve_arg = "" if index.parent.resolve() == webview.site_dir().resolve() else f" {index.parent}"
+    print(f"built {index} (galleries: {kinds}); view it with: nsfwkit serve{serve_arg}")
     return 0
 
 
@@ -97,25 +122,36 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="export folder to create")
     p.add_argument("--quantize", action="append", choices=("none", "float16", "uint8"),
                    help="weight quantisation; repeat for several (default: all three)")
+    p.add_argument("--precision-plan", choices=("measured", "none"), default="measured",
+                   help="measured (default): float16/uint8 exports keep each weight tensor in the "
+                        "cheapest dtype that stays within the parity bars (mixed precision, larger); "
+                        "none: every tensor in the nominal dtype (smallest, larger error)")
     p.add_argument("--no-nsfwjs", action="store_true", help="skip the nsfwjs-ready flavour")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing export folder (only one holding export.json)")
     p.add_argument("--unsafe-load", action="store_true", help="load a trusted .keras file outside safe mode")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_export)
 
-    p = subparsers.add_parser("serve", help="serve a folder (default dist/) on 127.0.0.1",
-                              description="Static files on 127.0.0.1 only; paths outside the folder are refused.")
-    p.add_argument("dir", nargs="?", default=None, help="folder to serve (default: dist/)")
+    p = subparsers.add_parser("serve", help="serve a folder (default dist/web/) on 127.0.0.1",
+                              description="Static files on 127.0.0.1 only, to loopback Host names only; "
+                                          "paths outside the folder are refused.")
+    p.add_argument("dir", nargs="?", default=None, help="folder to serve (default: dist/web/, the web view)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free port)")
     p.add_argument("-q", "--quiet", action="store_true", help="no request log")
     p.set_defaults(func=_cmd_serve)
 
-    p = subparsers.add_parser("build-web", help="build the static web view into dist/")
-    p.add_argument("--out", default=None, help="site folder (default: dist/)")
-    p.add_argument("--model", default="mobilenet_v2", help="pretrained model to ship (exported into the cache)")
+    p = subparsers.add_parser(
+        "build-web", help="build the static web view into dist/web/",
+        description="Build the page, vendored TF.js, the model and the galleries into a folder of its "
+                    "own (default dist/web/), replacing only a previous build (marked .nsfwkit-site).")
+    p.add_argument("--out", default=None, help="site folder (default: dist/web/; must be new, empty or a "
+                                               "previous build)")
+    p.add_argument("--model", default="mobilenet_v2", help="pretrained name or .keras file to ship (exported into the cache)")
     p.add_argument("--export", default=None, help="use this export folder (nsfwkit export) instead")
     p.add_argument("--galleries", default=None,
-                   help="folder with filters/ and activation/ manifests to copy (default: those in --out)")
+                   help="folder with filters/ and activation/ manifests to copy (default: those in dist/, "
+                        "else the previous build's)")
     p.add_argument("--run", default=None,
                    help="pipeline run folder (e.g. dist/runs/demo) whose visualisation stages to show")
     p.set_defaults(func=_cmd_build_web)

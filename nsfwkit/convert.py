@@ -75,6 +75,8 @@ __all__ = [
     "export",
     "read_metadata",
     "size_table",
+    "weight_composition",
+    "composition_label",
     "plot_sizes",
     "keras_probabilities",
     "tfjs_probabilities",
@@ -264,26 +266,57 @@ def inference_model(model, *, input_range: tuple[float, float] = (0.0, 255.0),
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
+def _public_mode() -> int:
+    """The mode a plain ``mkdir`` would give a folder (0o777 minus the umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def _is_kit_folder(folder: Path) -> bool:
+    """Whether ``folder`` is something this module wrote, so ``overwrite`` may replace it: an
+    export (``export.json``), a TF.js graph model with nsfwkit metadata (``model.json``), or
+    a SavedModel with its ``spec.json`` (:func:`export_saved_model`)."""
+    if (folder / "export.json").is_file():
+        return True
+    if (folder / "saved_model.pb").is_file() and (folder / "spec.json").is_file():
+        return True
+    try:
+        data = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        return METADATA_KEY in data.get("userDefinedMetadata", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
 def _atomic_dir(dest: Path, *, overwrite: bool):
-    """Build a folder under a temporary name and move it into place only when complete."""
+    """Build a folder under a temporary name and move it into place only when complete.
+
+    An existing non-empty ``dest`` is replaced only with ``overwrite`` AND only when it is a
+    folder this kit wrote (:func:`_is_kit_folder`): ``--overwrite`` pointed at the wrong folder
+    (a dataset, a home directory) is refused instead of deleting it. The staging folder gets
+    the mode a plain ``mkdir`` would (not ``mkdtemp``'s 0700), so a copy on a web server is
+    readable by it.
+    """
+    from . import fileio
+
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise FileExistsError(f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
-    try:
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir():
+            raise FileExistsError(f"{dest}: exists and is not a folder")
+        if any(dest.iterdir()):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
+            if not _is_kit_folder(dest):
+                raise FileExistsError(
+                    f"{dest}: exists and is not an nsfwkit export (no export.json); refusing to "
+                    "replace it even with overwrite: choose a new or empty folder")
+    with fileio.replace_dir(dest) as tmp:
+        os.chmod(tmp, _public_mode())
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old{os.getpid()}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if tmp.is_dir():
+            os.chmod(tmp, _public_mode())  # a writer may have recreated it
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -397,9 +430,20 @@ _BYTES = {"uint8": 1, "float16": 2, "float32": 4}
 #: Storage dtypes a tensor may get, cheapest first, per quantisation of the export.
 _LEVELS = {"float16": ("float16", "float32"), "uint8": ("uint8", "float16", "float32")}
 #: The planner's default target, as a fraction of the bar (:data:`TOLERANCES`): the margin
-#: for images whose logits move more than any calibration image's (measured on a random-head
-#: MobileNetV2: held-out max |dp| reached 0.85x the calibration bound).
-PLAN_MARGIN = 0.5
+#: for images whose probabilities move more than any calibration image's. Measured in TF.js
+#: (Node, wasm) on the default MobileNetV2, held-out max |dp| over 18 images (the parity tests'
+#: 9 + the 9 samples), as a fraction of the bar, and the tfjs/ folder size (float32: 10.59 MB):
+#:
+#:     margin   float16                      uint8
+#:     0.5      0.16  7.58 MB (7 f16 tensors)   0.06  5.17 MB (25 u8, 23 f16)
+#:     0.75     0.19  6.47 MB (15 f16)          0.32  4.73 MB (26 u8, 24 f16)
+#:     1.0      0.12  6.32 MB (18 f16)          0.31  4.68 MB (26 u8, 28 f16)
+#:
+#: 0.75 takes most of the size gain of 1.0 (1.1 of 1.3 MB for float16, 0.44 of 0.49 for uint8)
+#: and keeps a safety factor: on a random-head MobileNetV2 the held-out error reached 0.85x the
+#: calibration bound, i.e. at most 0.64x the bar here (factor 1.6; 3+ on the default model),
+#: where 1.0 would leave 0.85x (factor 1.2) for models and images unlike the calibration set.
+PLAN_MARGIN = 0.75
 #: Activations the converter fuses into ``_FusedConv2D``/``_FusedMatMul`` (undone for gradients).
 _FUSED_ACTIVATIONS = {"Relu", "Relu6", "Elu", "Selu", "Tanh", "Sigmoid", "LeakyRelu"}
 
@@ -613,7 +657,7 @@ class _PrecisionPlanner:
        p_c (1 - p_c)``), so it holds for borderline images too, not only the calibration ones.
     4. The cheapest prefix of that ranking whose REAL (non-linear, emulated) logits meet
        ``B(z_quantised - z_float32) <= target`` is found by bisection; ``target`` defaults to
-       half the export's bar (:data:`PLAN_MARGIN` x :data:`TOLERANCES`).
+       three quarters of the export's bar (:data:`PLAN_MARGIN` x :data:`TOLERANCES`).
     """
 
     def __init__(self, reference: Path, *, input_range: tuple[float, float]):
@@ -725,6 +769,8 @@ class _PrecisionPlanner:
             "calibration_bound": round(measured["bound"], 7),
             "calibration_max_abs_diff": round(measured["max_abs_diff"], 7),
             "tensors": counts,
+            "bytes": {d: int(sum(sizes[n] * _BYTES[d] for n in em.names if chosen[n] == d))
+                      for d in levels},
             "weight_bytes": int(sum(sizes[n] * _BYTES[chosen[n]] for n in em.names)),
             "weight_bytes_all_float32": int(4 * sum(sizes.values())),
             "evaluations": evaluations,
@@ -733,6 +779,36 @@ class _PrecisionPlanner:
         }
         self._plans[quantization, target] = (qmap or None, info)
         return self._plans[quantization, target]
+
+    def pure(self, quantization: str) -> tuple[dict, dict[str, Any]]:
+        """No plan: every float32 weight tensor stored as ``quantization`` (smallest files).
+
+        The emulated calibration error is still measured and reported, so the cost is visible.
+
+        Returns:
+            ``(quantization_dtype_map, info)`` like :meth:`plan` (``target`` is ``None``).
+        """
+        t0 = time.perf_counter()
+        em = self.emulator
+        sizes = {n: int(v.size) for n, v in em.weights.items()}
+        chosen = {n: quantization for n in em.names}
+        measured = self.measure(chosen)
+        info = {
+            "method": f"none: every float32 weight tensor stored as {quantization}",
+            "target": None,
+            "calibration_images": int(len(self.images)),
+            "calibration_bound": round(measured["bound"], 7),
+            "calibration_max_abs_diff": round(measured["max_abs_diff"], 7),
+            "tensors": {d: (len(em.names) if d == quantization else 0) for d in _LEVELS[quantization]},
+            "bytes": {d: (int(sum(sizes.values()) * _BYTES[d]) if d == quantization else 0)
+                      for d in _LEVELS[quantization]},
+            "weight_bytes": int(sum(sizes.values()) * _BYTES[quantization]),
+            "weight_bytes_all_float32": int(4 * sum(sizes.values())),
+            "evaluations": 1,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "levels": chosen,
+        }
+        return {quantization: [_fnmatch_escape(n) for n in em.names]}, info
 
     def close(self) -> None:
         self.emulator.close()
@@ -747,7 +823,7 @@ def export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
                 spec: ModelSpec, quantization: str = "float32",
                 input_range: tuple[float, float] = (0.0, 255.0), target: float | None = None,
                 float32_reference: str | os.PathLike | None = None, planner=None,
-                overwrite: bool = False) -> Path:
+                plan: bool = True, overwrite: bool = False) -> Path:
     """Convert a SavedModel to a TF.js graph model with nsfwkit metadata.
 
     Args:
@@ -767,6 +843,9 @@ def export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
             weights and graph); without it one is made first (a few seconds).
         planner: a ``_PrecisionPlanner`` to reuse (what :func:`export` does for float16 and
             uint8); made from ``float32_reference`` when not given.
+        plan: ``False`` skips the plan: every weight tensor is stored as ``quantization``
+            (smallest files; plain uint8 moves the default model's probabilities by ~0.2,
+            float16 by ~1e-2, beyond :data:`TOLERANCES`). The emulated error is still recorded.
         overwrite: replace an existing non-empty folder (atomically).
 
     Returns:
@@ -793,7 +872,8 @@ def export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
                             conversion.convert_tf_saved_model(str(saved_model_dir), reference)
                         planner = _PrecisionPlanner(Path(reference), input_range=input_range)
                         stack.callback(planner.close)
-                    qmap, precision = planner.plan(quantization, target=target)
+                    qmap, precision = (planner.plan(quantization, target=target) if plan
+                                       else planner.pure(quantization))
             if precision is not None:
                 metadata[METADATA_KEY]["precision"] = {k: v for k, v in precision.items() if k != "levels"}
             conversion.convert_tf_saved_model(str(saved_model_dir), str(tmp), metadata=metadata,
@@ -876,10 +956,47 @@ def size_table(result: ExportResult | str | os.PathLike) -> list[dict[str, Any]]
     entries += [("nsfwjs_graph", q, p) for q, p in result.nsfwjs.items()]
     for fmt, quant, folder in entries:
         nbytes, nfiles = _folder_bytes(folder)
-        rows.append({"format": fmt, "quantization": quant, "files": nfiles, "bytes": nbytes,
-                     "mb": round(nbytes / 1e6, 2),
-                     "path": str(Path(folder).relative_to(result.out_dir))})
+        row = {"format": fmt, "quantization": quant, "files": nfiles, "bytes": nbytes,
+               "mb": round(nbytes / 1e6, 2), "path": str(Path(folder).relative_to(result.out_dir))}
+        if (Path(folder) / "model.json").is_file():
+            row.update(weight_composition(folder))
+            row["stored_as"] = composition_label(row)
+        rows.append(row)
     return rows
+
+
+def weight_composition(model_dir: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """How a TF.js graph model's weights are really stored, read from its ``model.json``.
+
+    A "uint8" or "float16" export is mixed precision (see :class:`_PrecisionPlanner`): this
+    says how much of it is.
+
+    Returns:
+        ``{"tensors": {dtype: count}, "weight_bytes": {dtype: bytes}}`` over the storage dtypes
+        present (``uint8``, ``float16``, ``float32``, ``int32``, ...), largest first.
+    """
+    model_json = json.loads((Path(model_dir) / "model.json").read_text(encoding="utf-8"))
+    tensors: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    for group in model_json.get("weightsManifest", []):
+        for w in group["weights"]:
+            dtype = w.get("quantization", {}).get("dtype") or w.get("dtype", "float32")
+            count = int(np.prod(w["shape"], dtype=np.int64))
+            tensors[dtype] = tensors.get(dtype, 0) + 1
+            nbytes[dtype] = nbytes.get(dtype, 0) + count * _BYTES.get(dtype, 4)
+    order = sorted(tensors, key=lambda d: -nbytes[d])
+    return {"tensors": {d: tensors[d] for d in order}, "weight_bytes": {d: nbytes[d] for d in order}}
+
+
+_SHORT = {"uint8": "u8", "float16": "f16", "float32": "f32", "int32": "i32"}
+
+
+def composition_label(row: dict[str, Any]) -> str:
+    """``"u8 25 (1.2 MB) / f16 23 (0.9 MB) / f32 81 (5.4 MB)"``: tensors and MB per stored dtype
+    of a :func:`size_table` row (empty for rows without weights, e.g. the SavedModel)."""
+    tensors, nbytes = row.get("tensors") or {}, row.get("weight_bytes") or {}
+    return " / ".join(f"{_SHORT.get(d, d)} {n} ({nbytes.get(d, 0) / 1e6:.1f} MB)"
+                      for d, n in tensors.items())
 
 
 def export(
@@ -892,6 +1009,7 @@ def export(
     nsfwjs_quantizations: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    precision_plan: bool = True,
 ) -> ExportResult:
     """Export a classifier: SavedModel, TF.js graph models, nsfwjs-ready graph models.
 
@@ -904,8 +1022,12 @@ def export(
         nsfwjs: also write ``nsfwjs/<q>/`` (input 0-1). Default: only when the classes are
             nsfwjs's five, in its order (nsfwjs hard-codes their names).
         nsfwjs_quantizations: quantisations of the nsfwjs flavour (default: ``quantizations``).
-        overwrite: replace an existing non-empty ``out_dir``.
+        overwrite: replace an existing ``out_dir`` that is an nsfwkit export (holds
+            ``export.json``); any other non-empty folder is refused even with ``overwrite``.
         progress: show a progress bar (default: when stderr is a terminal).
+        precision_plan: ``True`` (default): quantised exports are the measured mixed-precision
+            plan (within :data:`TOLERANCES`, larger files). ``False``: pure quantisation, every
+            weight tensor in the export's dtype (smallest files, larger error; recorded).
 
     Returns:
         an :class:`ExportResult`; the same summary is in ``out_dir/export.json``.
@@ -931,7 +1053,7 @@ def export(
         bar.update()
         precision = {"tfjs": _convert_all(tmp / "saved_model", tmp / "tfjs", quants, spec=spec,
                                           input_range=(0.0, 255.0), seconds=seconds,
-                                          prefix="tfjs", bar=bar)}
+                                          prefix="tfjs", bar=bar, plan=precision_plan)}
         if nsfwjs:
             with tempfile.TemporaryDirectory(prefix="nsfwjs-sm-") as scratch:
                 t0 = time.perf_counter()
@@ -942,7 +1064,8 @@ def export(
                 bar.update()
                 precision["nsfwjs"] = _convert_all(
                     Path(scratch) / "sm", tmp / "nsfwjs", nsfwjs_quants, spec=spec,
-                    input_range=(0.0, 1.0), seconds=seconds, prefix="nsfwjs", bar=bar)
+                    input_range=(0.0, 1.0), seconds=seconds, prefix="nsfwjs", bar=bar,
+                    plan=precision_plan)
         spec.save(tmp / "spec.json")
         staged = ExportResult(
             out_dir=tmp, saved_model=tmp / "saved_model",
@@ -954,6 +1077,7 @@ def export(
         summary = staged.to_dict()
         summary.update({"model": spec.name, "image_size": spec.image_size,
                         "class_names": list(spec.class_names),
+                        "precision_plan": "measured" if precision_plan else "none",
                         "precision": {k: v for k, v in precision.items() if v}})
         _write_json(tmp / "export.json", summary)
     bar.close()
@@ -967,7 +1091,7 @@ def export(
 
 def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: ModelSpec,
                  input_range: tuple[float, float], seconds: dict[str, float], prefix: str,
-                 bar) -> dict[str, Any]:
+                 bar, plan: bool = True) -> dict[str, Any]:
     """Convert one SavedModel to ``dest/<q>`` for each quantisation, float32 first (its graph
     and weights choose the storage of the others; it is made in scratch space if not wanted).
 
@@ -988,11 +1112,11 @@ def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: 
                     seconds[f"{prefix}_calibration"] = time.perf_counter() - t0
                     t0 = time.perf_counter()
                 export_tfjs(saved_model, target, spec=spec, quantization=q, input_range=input_range,
-                            float32_reference=reference, planner=planner)
+                            float32_reference=reference, planner=planner, plan=plan)
                 if q == "float32":
                     reference = target
                 else:
-                    plans[q] = planner.plan(q)[1]
+                    plans[q] = (planner.plan(q) if plan else planner.pure(q))[1]
                 seconds[f"{prefix}_{q}"] = time.perf_counter() - t0
                 bar.update()
         finally:

@@ -1,9 +1,12 @@
 """Serve a folder (the built web view, an export) on 127.0.0.1 only.
 
-A static file server with three guarantees: it binds the loopback interface only; it never
-serves anything outside its folder (``..``, absolute paths and symlinks that leave the folder
-answer 404); and it sends the headers a TF.js page needs (``application/wasm``, no caching,
-``nosniff``). It is for looking at ``dist/`` locally, not for deployment.
+A static file server with four guarantees: it binds the loopback interface only; it answers
+only requests addressed to it by a loopback name (``Host: 127.0.0.1:<port>`` or
+``localhost:<port>``; anything else gets 421, a missing Host 400), so a web page whose DNS name
+is rebound to 127.0.0.1 cannot read the folder; it never serves anything outside its folder
+(``..``, absolute paths and symlinks that leave the folder answer 404; a path that is not UTF-8
+answers 400); and it sends the headers a TF.js page needs (``application/wasm``, no caching,
+``nosniff``). It is for looking at the web view (``dist/web/``) locally, not for deployment.
 
 >>> server = make_server("dist", port=0)      # port 0: pick a free one
 >>> server.url
@@ -36,9 +39,34 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self._quiet = quiet
         super().__init__(*args, directory=str(self._root), **kwargs)
 
+    def _allowed_hosts(self) -> set[str]:
+        port = self.server.server_address[1]
+        return {f"{HOST}:{port}", f"localhost:{port}"}
+
+    def parse_request(self) -> bool:
+        """The stdlib's parsing, then the Host check (DNS rebinding) and a UTF-8 path check."""
+        if not super().parse_request():
+            return False
+        host = self.headers.get("Host")
+        if host is None:
+            self.send_error(400, "Bad request: a Host header is required")
+            return False
+        if host.strip().lower() not in self._allowed_hosts():
+            self.send_error(421, "Misdirected request: this server answers to 127.0.0.1 or localhost only")
+            return False
+        try:
+            urllib.parse.unquote(urllib.parse.urlsplit(self.path).path, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            self.send_error(400, "Bad request: the path is not valid UTF-8")
+            return False
+        return True
+
     def translate_path(self, path: str) -> str:
         """Map a URL path into the folder; anything that would leave it maps to nowhere."""
-        path = urllib.parse.unquote(urllib.parse.urlsplit(path).path, errors="strict")
+        try:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(path).path, errors="strict")
+        except (UnicodeDecodeError, ValueError):
+            return str(self._root / ".nsfwkit-refused")
         parts = [p for p in posixpath.normpath(path).split("/") if p]
         if any(p in ("..", ".") or "\\" in p or "\0" in p or os.sep in p for p in parts):
             return str(self._root / ".nsfwkit-refused")  # never exists: 404

@@ -1,18 +1,26 @@
-"""Build the static web view into ``dist/``: the page, TF.js vendored from npm, the model, galleries.
+"""Build the static web view into ``dist/web/``: the page, TF.js vendored from npm, the model, galleries.
 
 >>> from nsfwkit import webview
->>> webview.build()                 # -> dist/index.html; view it with `nsfwkit serve dist`
+>>> webview.build()                 # -> dist/web/index.html; view it with `nsfwkit serve`
 
-What lands in the output folder (nothing else there is touched)::
+The site is a folder of its own that only the kit writes (``dist/web/`` by default), so building
+it never touches anything else in ``dist/`` — e.g. a model trained into ``dist/model/``. It is
+built in a staging folder and swapped in whole; an existing folder is replaced only when it holds
+the kit's marker file :data:`MARKER` (written by every build), so ``--out`` pointed at the wrong
+folder is refused. Its content::
 
+    .nsfwkit-site  the marker: this folder is a site built by nsfwkit (safe to replace)
     index.html app.js classifier.js style.css   the page (from nsfwkit/web/)
     vendor/    tf.min.js, tf-backend-wasm.min.js and its three .wasm binaries, copied from
                node_modules at build time, so the page works offline
-    model/     the default model as a float32 TF.js graph model (from an export folder, or
-               exported now into the cache)
+    model/     the model as a float32 TF.js graph model (from an export folder, or exported
+               now into the cache)
+    filters/ activation/ cam/   gallery folders copied from a run folder, a galleries folder,
+               or ``dist/`` (where ``nsfwkit visualize`` writes by default): see :func:`build`
     site.json  what the page should load: the model and the gallery manifests that exist
-               (``filters/``, ``activation/`` written by nsfwkit.viz, found in the site folder
-               or copied from a run folder, see :func:`find_galleries`)
+
+The site is self-contained (copy the folder to any static host). Folders get the mode a plain
+``mkdir`` gives, so another user (a web server) can read a copy.
 
 The page never makes a request outside its origin (a Content-Security-Policy says so too) and
 never uploads the user's image: it is decoded and classified in the browser.
@@ -21,17 +29,30 @@ never uploads the user's image: it is decoded and classified in the browser.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import paths
 
-__all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "build", "vendor_sources", "default_export",
-           "find_galleries"]
+__all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "SiteFolderError", "build",
+           "site_dir", "vendor_sources", "default_export", "export_cache_dir", "find_galleries"]
+
+#: File every build writes into the site folder; only folders holding it are ever replaced.
+MARKER = ".nsfwkit-site"
+
+
+class SiteFolderError(FileExistsError):
+    """The output folder exists, is not empty and is not a site built by nsfwkit."""
+
+
+def site_dir() -> Path:
+    """The default site folder, ``dist/web/``."""
+    return paths.dist_dir() / "web"
 
 PAGE_FILES = ("index.html", "app.js", "classifier.js", "style.css")
 #: node_modules-relative sources of the vendored TF.js files.
@@ -67,21 +88,78 @@ def vendor_sources(node_modules: str | os.PathLike | None = None) -> dict[str, P
     return out
 
 
-def default_export(model: str = "mobilenet_v2", *, overwrite: bool = False) -> Path:
-    """The cached export of a pretrained model (``<cache>/exports/<model>``), made if missing.
+def export_cache_dir(model: str | os.PathLike = "mobilenet_v2") -> Path:
+    """Where :func:`default_export` caches the export of ``model``.
+
+    A pretrained name maps to ``<cache>/exports/<name>``. A model file maps to
+    ``<cache>/exports/<stem>-<hash>``, the hash covering its resolved path, size and
+    modification time: an absolute or relative path never becomes a path inside the cache,
+    two files with the same name never share an export, and a retrained file gets a new one.
+    """
+    from . import zoo
+
+    root = paths.cache_dir() / "exports"
+    text = os.fspath(model)
+    if text in zoo.PRETRAINED:
+        return root / text
+    path = Path(text).expanduser().resolve()
+    try:
+        st = path.stat()
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "missing"
+    digest = hashlib.sha256(f"{path}\0{stamp}".encode()).hexdigest()[:16]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("._")[:40] or "model"
+    return root / f"{stem}-{digest}"
+
+
+def default_export(model: str | os.PathLike = "mobilenet_v2", *, overwrite: bool = False) -> Path:
+    """The cached float32 export of a model (:func:`export_cache_dir`), made if missing.
+
+    Args:
+        model: a pretrained name or a ``.keras`` file (with its spec beside it).
 
     Returns:
         the export folder (see :mod:`nsfwkit.convert`).
     """
     from . import convert, zoo
 
-    out = paths.cache_dir() / "exports" / model
+    out = export_cache_dir(model)
     if (out / "tfjs" / "float32" / "model.json").is_file() and not overwrite:
         return out
-    keras_model, spec = zoo.load(model)
+    keras_model, spec = zoo.load(os.fspath(model))
     convert.export(keras_model, out, spec=spec, quantizations=["float32"], nsfwjs=False,
                    overwrite=True)
     return out
+
+
+def _galleries_in(stage: Path) -> dict[str, Path]:
+    """Gallery kind -> folder, for the ``filters/`` and ``activation/`` directly in ``stage``
+    (and ``cam/``, where a built site keeps its CAM gallery)."""
+    found: dict[str, Path] = {}
+    for sub in ("filters", "activation", "cam"):
+        manifest = stage / sub / "manifest.json"
+        if not manifest.is_file():
+            continue
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # unreadable manifests are skipped, not fatal
+        if not isinstance(data, dict):
+            continue
+        if sub == "cam":
+            if data.get("cams"):
+                found["cam"] = stage / sub
+            continue
+        if str(data.get("schema", "")).startswith("nsfwkit.filters") or sub == "filters":
+            if data.get("layers"):
+                found["filters"] = stage / sub
+            continue
+        if data.get("layers"):
+            found["activation"] = stage / sub
+        if data.get("cams"):
+            found["cam"] = stage / sub
+    return found
 
 
 def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
@@ -99,81 +177,69 @@ def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
             continue
         stages = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for stage in stages:
-            for sub in ("filters", "activation"):
-                manifest = stage / sub / "manifest.json"
-                if not manifest.is_file():
-                    continue
-                try:
-                    data = json.loads(manifest.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue  # unreadable manifests are skipped, not fatal
-                if str(data.get("schema", "")).startswith("nsfwkit.filters") or sub == "filters":
-                    if data.get("layers"):
-                        found["filters"] = stage / sub
-                    continue
-                if data.get("layers"):
-                    found["activation"] = stage / sub
-                if data.get("cams"):
-                    found["cam"] = stage / sub
+            found.update(_galleries_in(stage))
     return found
 
 
-def _copy_file(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+def _public_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
-    """Copy folder ``src`` to ``dest``, swapping it in only when complete."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp", dir=dest.parent))
-    try:
-        shutil.rmtree(stage)
-        shutil.copytree(src, stage)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old{os.getpid()}"
-            os.replace(dest, old)
-        os.replace(stage, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy a folder's files (content only: modes come from the umask, not the source)."""
+    shutil.copytree(src, dest, copy_function=shutil.copyfile)
+
+
+def _check_site_folder(out: Path) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise SiteFolderError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise SiteFolderError(
+            f"{out}: exists, is not empty and is not a web view built by nsfwkit (no {MARKER}); "
+            "refusing to replace it: choose a new or empty folder (default: dist/web/)")
 
 
 def build(
     out_dir: str | os.PathLike | None = None,
     *,
-    model: str = "mobilenet_v2",
+    model: str | os.PathLike = "mobilenet_v2",
     export_dir: str | os.PathLike | None = None,
     quantization: str = "float32",
     galleries_from: str | os.PathLike | None = None,
     run_dir: str | os.PathLike | None = None,
     node_modules: str | os.PathLike | None = None,
 ) -> Path:
-    """Build the web view.
+    """Build the web view into its own folder (replacing a previous build there, atomically).
 
     Args:
-        out_dir: the site folder (default ``dist/``). Only the files listed in the module
-            docstring are written; other content (runs/, filters/, ...) is left alone.
-        model: pretrained model to export into the cache when ``export_dir`` is not given.
+        out_dir: the site folder (default ``dist/web/``). It must be new, empty, or a previous
+            build (holding :data:`MARKER`); anything else raises :class:`SiteFolderError`.
+        model: pretrained name or ``.keras`` file to export into the cache when ``export_dir``
+            is not given.
         export_dir: an export folder (``nsfwkit export``) or a TF.js graph model folder to use.
         quantization: which of the export's ``tfjs/<q>`` models to ship (float32 by default,
             so the page's probabilities match Keras within 1e-5).
         galleries_from: a folder holding ``filters/`` and/or ``activation/`` (with
             ``manifest.json``) to copy into the site.
         run_dir: a pipeline run folder whose stages wrote visualisations (see
-            :func:`find_galleries`); copied into the site. With neither, the site shows the
-            galleries already in ``out_dir`` (``filters/``, ``activation/``).
+            :func:`find_galleries`); copied into the site. With neither, the site gets the
+            galleries of ``dist/`` itself (``dist/filters/``, ``dist/activation/``: where
+            ``nsfwkit visualize`` writes by default), else keeps those of the previous build.
         node_modules: where to vendor TF.js from (default: the repository's).
 
     Returns:
         the path of ``index.html``.
+
+    Raises:
+        SiteFolderError: ``out_dir`` is not a folder this function may replace.
+        FileNotFoundError: no TF.js model in ``export_dir``, or node_modules lacks TF.js.
     """
-    out = Path(out_dir) if out_dir is not None else paths.dist_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    from . import fileio
+
+    out = Path(out_dir) if out_dir is not None else site_dir()
+    _check_site_folder(out)
     vendor = vendor_sources(node_modules)
 
     source = Path(export_dir) if export_dir is not None else default_export(model)
@@ -181,34 +247,38 @@ def build(
     if not (model_dir / "model.json").is_file():
         raise FileNotFoundError(f"{source}: no TF.js model (expected model.json or tfjs/{quantization}/)")
 
-    with tempfile.TemporaryDirectory(prefix=".vendor-", dir=out) as scratch:
-        staged = Path(scratch) / "vendor"
-        staged.mkdir()
-        for name, src in vendor.items():
-            shutil.copyfile(src, staged / name)
-        _replace_dir(staged, out / "vendor")
-    _replace_dir(model_dir, out / "model")
-
     sources = [p for p in (galleries_from, run_dir) if p is not None]
-    found = find_galleries(*sources) if sources else find_galleries(out)
-    galleries: dict[str, str] = {}
-    for kind, folder in found.items():
-        if sources:
-            _replace_dir(folder, out / Path(GALLERIES[kind]).parent)
-            galleries[kind] = GALLERIES[kind]
-        else:
-            galleries[kind] = (folder / "manifest.json").relative_to(out).as_posix()
+    if sources:
+        found = find_galleries(*sources)
+    else:
+        found = _galleries_in(out) if (out / MARKER).is_file() else {}
+        found.update(_galleries_in(paths.dist_dir()))
 
-    for name in PAGE_FILES:
-        _copy_file(_web_dir() / name, out / name)
-    model_meta = json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))
-    site: dict[str, Any] = {
-        "built": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": "model/model.json",
-        "model_metadata": model_meta.get("userDefinedMetadata", {}).get("nsfwkit", {}),
-        "galleries": galleries,
-    }
-    tmp = out / f".site.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "site.json")
+    mode = _public_mode()
+    with fileio.replace_dir(out) as stage:
+        os.chmod(stage, mode)
+        (stage / MARKER).write_text("A web view built by nsfwkit (nsfwkit build-web); this whole "
+                                    "folder is replaced by the next build.\n", encoding="utf-8")
+        (stage / "vendor").mkdir()
+        for name, src in vendor.items():
+            shutil.copyfile(src, stage / "vendor" / name)
+        _copy_tree(model_dir, stage / "model")
+        galleries: dict[str, str] = {}
+        for kind, folder in found.items():
+            dest = stage / Path(GALLERIES[kind]).parent
+            _copy_tree(folder, dest)
+            galleries[kind] = GALLERIES[kind]
+        for name in PAGE_FILES:
+            shutil.copyfile(_web_dir() / name, stage / name)
+        model_meta = json.loads((stage / "model" / "model.json").read_text(encoding="utf-8"))
+        site: dict[str, Any] = {
+            "built": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": "model/model.json",
+            "model_metadata": model_meta.get("userDefinedMetadata", {}).get("nsfwkit", {}),
+            "galleries": galleries,
+        }
+        (stage / "site.json").write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
+        for folder, dirs, _ in os.walk(stage):
+            for d in dirs:
+                os.chmod(Path(folder) / d, mode)
     return out / "index.html"

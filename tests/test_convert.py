@@ -4,6 +4,8 @@ layout and metadata, the quantisation map, the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 
 import numpy as np
@@ -199,6 +201,19 @@ def test_export_layout_metadata_and_sizes(exported, pretrained):
     # measured on this model: f16 0.72, u8 0.50 of float32 (all-float16 would be 0.50 and
     # all-uint8 0.25, but they move probabilities by 1e-2 / 0.2: see convert's docs)
     assert f16 < 0.8 * f32 and u8 < 0.6 * f32
+    # the composition is shown: tensors and bytes per stored dtype, read from model.json
+    rows = {(r["format"], r["quantization"]): r for r in exported.sizes}
+    for q in ("float16", "uint8"):
+        row = rows[("tfjs_graph", q)]
+        plan = exported.precision["tfjs"][q]
+        assert {d: n for d, n in row["tensors"].items() if d in plan["tensors"]} == \
+            {d: n for d, n in plan["tensors"].items() if n}
+        assert {d: b for d, b in row["weight_bytes"].items() if d in plan["bytes"]} == \
+            {d: b for d, b in plan["bytes"].items() if b}
+        assert sum(plan["bytes"].values()) == plan["weight_bytes"]
+        assert row["stored_as"].startswith(("f32", "f16", "u8")) and "f32" in row["stored_as"]
+    assert rows[("tfjs_graph", "float32")]["stored_as"].startswith("f32 ")
+    assert summary["sizes"] == exported.sizes and summary["precision_plan"] == "measured"
     # the weights' storage is the recorded, measured plan; both levels below float32 are used
     for q in ("float16", "uint8"):
         plan = exported.precision["tfjs"][q]
@@ -224,6 +239,49 @@ def test_export_refuses_a_non_empty_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         convert.export(build_tiny_model(), tmp_path / "out", spec=tiny_spec())
     assert (tmp_path / "out" / "mine.txt").read_text() == "user file"
+    # overwrite=True does not make a foreign folder replaceable: only an export (export.json)
+    with pytest.raises(FileExistsError, match="not an nsfwkit export"):
+        convert.export(build_tiny_model(), tmp_path / "out", spec=tiny_spec(), overwrite=True)
+    assert (tmp_path / "out" / "mine.txt").read_text() == "user file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]       # no staging left behind
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_export_folders_get_plain_mkdir_modes(tmp_path):
+    """Not mkdtemp's 0700: a copy on a web server (another user) must be readable."""
+    require_converter()
+    old = os.umask(0o022)
+    try:
+        out = convert.export(build_tiny_model(), tmp_path / "exp", spec=tiny_spec(),
+                             quantizations=["float32"], nsfwjs=False).out_dir
+    finally:
+        os.umask(old)
+    folders = [out] + [p for p in out.rglob("*") if p.is_dir()]
+    assert len(folders) >= 4                                  # exp, saved_model, tfjs, tfjs/float32
+    for folder in folders:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def test_kit_folder_markers(tmp_path):
+    assert not convert._is_kit_folder(tmp_path)
+    (tmp_path / "model.json").write_text('{"userDefinedMetadata": {"other": {}}}')
+    assert not convert._is_kit_folder(tmp_path)              # a TF.js model that is not ours
+    (tmp_path / "model.json").write_text('{"userDefinedMetadata": {"nsfwkit": {}}}')
+    assert convert._is_kit_folder(tmp_path)
+    (tmp_path / "model.json").unlink()
+    (tmp_path / "export.json").write_text("{}")
+    assert convert._is_kit_folder(tmp_path)
+
+
+def test_composition_label():
+    row = {"tensors": {"float32": 81, "uint8": 25}, "weight_bytes": {"float32": 5_400_000, "uint8": 1_230_000}}
+    assert convert.composition_label(row) == "f32 81 (5.4 MB) / u8 25 (1.2 MB)"
+    assert convert.composition_label({"format": "saved_model"}) == ""
 
 
 def test_cli_export_tiny_model(tmp_path, capsys):
@@ -246,6 +304,61 @@ def test_cli_export_tiny_model(tmp_path, capsys):
     assert not (tmp_path / "exp" / "tfjs" / "float32").exists()   # reference made in scratch
     assert not (tmp_path / "exp" / "nsfwjs").exists()
     assert [p.name for p in (tmp_path / "exp").iterdir() if p.name.startswith(".")] == []
+    assert "stored as" in out.out and "u8 " in out.out           # the real composition
+    summary = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert summary["precision"]["tfjs"]["uint8"]["tensors"]["uint8"] >= 1
     # a second run without --overwrite is a usage error, and leaves the export alone
     assert args.func(args) == 2
     assert "exists" in capsys.readouterr().err
+    # --overwrite replaces the kit's own export ...
+    args = parser.parse_args(["export", str(path), "--out", str(tmp_path / "exp"), "--quantize", "uint8",
+                              "--no-nsfwjs", "--overwrite", "-q", "--precision-plan", "none"])
+    assert args.func(args) == 0
+    summary = json.loads((tmp_path / "exp" / "export.json").read_text())
+    plan = summary["precision"]["tfjs"]["uint8"]
+    assert summary["precision_plan"] == "none" and plan["target"] is None
+    assert plan["tensors"]["float16"] == plan["tensors"]["float32"] == 0   # pure uint8
+    model_json = json.loads((tmp_path / "exp" / "tfjs" / "uint8" / "model.json").read_text())
+    assert {w.get("quantization", {}).get("dtype") for g in model_json["weightsManifest"]
+            for w in g["weights"] if w["dtype"] == "float32"} == {"uint8"}
+    capsys.readouterr()
+    # ... but never a folder it did not write, even with --overwrite
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"not really a jpeg")
+    args = parser.parse_args(["export", str(path), "--out", str(foreign), "--overwrite", "--no-nsfwjs"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nsfwkit export: error: ") and "not an nsfwkit export" in err
+    assert (foreign / "holiday.jpg").read_bytes() == b"not really a jpeg"
+
+
+@pytest.mark.parametrize("case", ["model_is_a_folder", "model_missing", "out_is_a_file",
+                                  "out_under_a_file"])
+def test_cli_export_errors_are_reported_not_raised(case, tmp_path, capsys):
+    """No traceback: ``nsfwkit export: error: <file>: <reason>``, exit 2 (usage)."""
+    from nsfwkit import cli_convert
+    import argparse
+
+    (tmp_path / "a_folder.keras").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    model_arg, out_arg = {
+        "model_is_a_folder": (tmp_path / "a_folder.keras", tmp_path / "exp"),
+        "model_missing": (tmp_path / "nope.keras", tmp_path / "exp"),
+        "out_is_a_file": (None, tmp_path / "file.txt"),
+        "out_under_a_file": (None, tmp_path / "file.txt" / "exp"),
+    }[case]
+    if model_arg is None:
+        require_converter()
+        model_arg = tmp_path / "tiny.keras"
+        build_tiny_model().save(model_arg)
+        tiny_spec().save(tmp_path / "tiny.spec.json")
+    parser = argparse.ArgumentParser()
+    cli_convert.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["export", str(model_arg), "--out", str(out_arg), "--quantize", "none",
+                              "--no-nsfwjs", "-q"])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nsfwkit export: error: ") and "Traceback" not in err
+    assert str(model_arg if case.startswith("model") else tmp_path / "file.txt") in err
+    assert (tmp_path / "file.txt").read_text() == "x"

@@ -27,9 +27,15 @@ def served(tmp_path):
     server.server_close()
 
 
-def _get(server, path):
+def _get(server, path, *, host=None, skip_host=False):
     conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
-    conn.request("GET", path)
+    if skip_host or host is not None:
+        conn.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+    else:
+        conn.request("GET", path)
     resp = conn.getresponse()
     body = resp.read()
     conn.close()
@@ -58,6 +64,36 @@ def test_refuses_paths_outside_and_listings(served, path):
     assert b"outside" not in body and b"root:" not in body
 
 
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:{port}", "127.0.0.1",
+                                  "127.0.0.1:1", "localhost", "evil.localhost:{port}", "[::1]:{port}",
+                                  "127.0.0.1:{port}.attacker.example"])
+def test_refuses_foreign_host_headers(served, host):
+    """DNS rebinding: a page at attacker.example whose name now resolves to 127.0.0.1 sends
+    its own Host; it must not read the folder."""
+    resp, body = _get(served, "/index.html", host=host.format(port=served.server_address[1]))
+    assert resp.status == 421
+    assert b"home" not in body
+
+
+def test_missing_host_header_is_refused(served):
+    resp, body = _get(served, "/index.html", skip_host=True)
+    assert resp.status == 400 and b"home" not in body
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}"])
+def test_accepts_loopback_host_headers(served, host):
+    resp, body = _get(served, "/index.html", host=host.format(port=served.server_address[1]))
+    assert resp.status == 200 and body == b"<p>home</p>"
+
+
+@pytest.mark.parametrize("path", ["/%ff", "/sub/%c3%28.txt", "/%ff/../index.html"])
+def test_non_utf8_path_is_a_bad_request(served, path):
+    resp, _ = _get(served, path)
+    assert resp.status == 400
+    # the server is still up and answers the next request
+    assert _get(served, "/")[0].status == 200
+
+
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(NotADirectoryError):
         serve.make_server(tmp_path / "nope")
@@ -82,6 +118,8 @@ def test_cli_serve_prints_url(tmp_path):
                 break
             except ConnectionRefusedError:
                 time.sleep(0.1)
+        else:
+            pytest.fail(f"nsfwkit serve never accepted a connection on port {port}")
     finally:
         proc.terminate()
         proc.wait(10)

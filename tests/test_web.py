@@ -4,8 +4,11 @@ request outside its origin; plus the exported models' parity in Chromium."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shutil
+import stat
 import tempfile
 import urllib.parse
 
@@ -13,12 +16,12 @@ import numpy as np
 import pytest
 
 from convert_fixtures import (  # noqa: F401  (fixtures)
-    ARTIFACTS, CHROMIUM, exported, pretrained, require_chromium, require_node, test_images,
-    write_gallery_manifests,
+    ARTIFACTS, CHROMIUM, build_tiny_model, exported, pretrained, require_chromium, require_converter,
+    require_node, test_images, tiny_spec, write_gallery_manifests,
 )
-from nsfwkit import convert, serve, webview
+from nsfwkit import cli_convert, convert, serve, webview
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+browser = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def site(exported, tmp_path_factory):
     expected = write_gallery_manifests(galleries)
     index = webview.build(root, export_dir=exported.out_dir, galleries_from=galleries)
     for q in ("float16", "uint8"):
-        webview._replace_dir(exported.tfjs[q], root / "extra" / q)
+        shutil.copytree(exported.tfjs[q], index.parent / "extra" / q)
     return index.parent, expected
 
 
@@ -41,6 +44,7 @@ def _browse(url: str, **request) -> dict:
                                 timeout=240)
 
 
+@pytest.mark.slow
 def test_build_layout(site):
     root, _ = site
     for name in webview.PAGE_FILES + ("site.json", "model/model.json", "vendor/tf.min.js",
@@ -55,6 +59,8 @@ def test_build_layout(site):
     assert "connect-src 'self'" in html
 
 
+@browser[0]
+@browser[1]
 def test_web_view_in_chromium(site, pretrained, test_images, tmp_path):
     require_chromium()
     from PIL import Image
@@ -94,6 +100,8 @@ def test_web_view_in_chromium(site, pretrained, test_images, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
+@browser[0]
+@browser[1]
 @pytest.mark.parametrize("quantization", ["float32", "float16", "uint8"])
 def test_exported_models_match_keras_in_chromium(quantization, site, exported, test_images,
                                                  tmp_path):
@@ -140,3 +148,121 @@ def convert_fixtures_model():
     from convert_fixtures import _default_model
 
     return _default_model()
+
+
+# --------------------------------------------------------------------------------------------
+# Where the site goes, and what it may replace (fast: a fake TF.js model and fake node_modules)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_inputs(tmp_path, monkeypatch):
+    """``(model_dir, node_modules)``: a minimal nsfwkit model.json and the vendored file names;
+    ``dist/`` and the cache redirected into ``tmp_path``."""
+    monkeypatch.setenv("NSFWKIT_DIST", str(tmp_path / "dist"))
+    monkeypatch.setenv("NSFWKIT_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / "fake_model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text(json.dumps(
+        {"userDefinedMetadata": {"nsfwkit": {"quantization": "float32", "image_size": 32}}}))
+    (model_dir / "group1-shard1of1.bin").write_bytes(b"\0" * 16)
+    node_modules = tmp_path / "node_modules"
+    for rel in webview.VENDOR_FILES.values():
+        (node_modules / rel).parent.mkdir(parents=True, exist_ok=True)
+        (node_modules / rel).write_bytes(b"// vendored")
+    return model_dir, node_modules
+
+
+def test_build_web_leaves_a_trained_model_in_dist_intact(fake_inputs, tmp_path):
+    """The README workflow: train into dist/model/, then build-web (default out)."""
+    model_dir, node_modules = fake_inputs
+    dist = tmp_path / "dist"
+    (dist / "model").mkdir(parents=True)
+    (dist / "model" / "model.keras").write_bytes(b"weights of a week of training")
+    (dist / "index.html").write_text("the user's page")
+    for _ in range(2):     # a rebuild replaces the previous build
+        index = webview.build(export_dir=model_dir, node_modules=node_modules)
+        assert index == dist / "web" / "index.html" and index.is_file()
+    assert (dist / "model" / "model.keras").read_bytes() == b"weights of a week of training"
+    assert (dist / "index.html").read_text() == "the user's page"
+    site = dist / "web"
+    assert (site / webview.MARKER).is_file() and (site / "model" / "model.json").is_file()
+    assert sorted(p.name for p in dist.iterdir()) == ["index.html", "model", "web"]   # no staging left
+
+
+def test_build_web_refuses_a_folder_it_did_not_build(fake_inputs, tmp_path, capsys, monkeypatch):
+    model_dir, node_modules = fake_inputs
+    mine = tmp_path / "dist"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "model.keras").write_bytes(b"mine")
+    with pytest.raises(webview.SiteFolderError, match="not a web view built by nsfwkit"):
+        webview.build(mine, export_dir=model_dir, node_modules=node_modules)
+    assert (mine / "model" / "model.keras").read_bytes() == b"mine"
+    assert sorted(p.name for p in mine.iterdir()) == ["model"]
+    # the CLI: a usage error with the reason, no traceback
+    parser = argparse.ArgumentParser()
+    cli_convert.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["build-web", "--out", str(mine), "--export", str(model_dir)])
+    assert args.func(args) == 2
+    assert "nsfwkit build-web: error:" in capsys.readouterr().err
+    assert (mine / "model" / "model.keras").read_bytes() == b"mine"
+    # an empty folder is fine
+    (tmp_path / "empty").mkdir()
+    assert webview.build(tmp_path / "empty", export_dir=model_dir, node_modules=node_modules).is_file()
+
+
+def test_build_web_folder_modes_and_galleries(fake_inputs, tmp_path):
+    """Folders are 0755 under umask 022 (not mkdtemp's 0700); galleries are copied in, found in
+    dist/ by default, and kept by a rebuild."""
+    model_dir, node_modules = fake_inputs
+    os.chmod(model_dir, 0o700)          # e.g. an export made by an older version
+    expected = write_gallery_manifests(tmp_path / "dist")
+    old = os.umask(0o022)
+    try:
+        index = webview.build(export_dir=model_dir, node_modules=node_modules)
+    finally:
+        os.umask(old)
+    site = index.parent
+    for folder in [site] + [p for p in site.rglob("*") if p.is_dir()]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    info = json.loads((site / "site.json").read_text())
+    assert set(info["galleries"]) == set(expected) == {"filters", "activation", "cam"}
+    for rel in info["galleries"].values():
+        assert (site / rel).is_file()
+    shutil.rmtree(tmp_path / "dist" / "filters")
+    shutil.rmtree(tmp_path / "dist" / "activation")
+    webview.build(export_dir=model_dir, node_modules=node_modules)       # kept from the last build
+    info = json.loads((site / "site.json").read_text())
+    assert set(info["galleries"]) == {"filters", "activation", "cam"}
+    assert (site / "filters" / "manifest.json").is_file() and (site / "cam" / "manifest.json").is_file()
+
+
+def test_export_cache_key_is_a_name_not_a_path(fake_inputs, tmp_path):
+    cache = tmp_path / "cache" / "exports"
+    assert webview.export_cache_dir("mobilenet_v2") == cache / "mobilenet_v2"
+    a = tmp_path / "a" / "model.keras"
+    b = tmp_path / "b" / "model.keras"
+    for f in (a, b):
+        f.parent.mkdir()
+        f.write_bytes(b"x")
+    key_a = webview.export_cache_dir(str(a))
+    assert key_a.parent == cache and key_a.name.startswith("model-")
+    assert webview.export_cache_dir(str(b)) != key_a                   # same name, other file
+    rel = os.path.relpath(a)
+    assert webview.export_cache_dir(rel) == key_a                       # relative = resolved
+    os.utime(a, ns=(1, 1))
+    assert webview.export_cache_dir(str(a)) != key_a                    # retrained: new export
+
+
+@pytest.mark.slow
+def test_build_web_from_an_absolute_keras_path(fake_inputs, tmp_path):
+    """`build-web --model /abs/x.keras` used to make the cache path the model's own path."""
+    require_converter()
+    _, node_modules = fake_inputs
+    path = tmp_path / "models" / "tiny.keras"
+    path.parent.mkdir()
+    build_tiny_model().save(path)
+    tiny_spec().save(path.with_name("tiny.spec.json"))
+    index = webview.build(tmp_path / "site", model=str(path.resolve()), node_modules=node_modules)
+    meta = json.loads((index.parent / "site.json").read_text())["model_metadata"]
+    assert meta["name"] == "tiny" and meta["image_size"] == 32
+    assert webview.export_cache_dir(str(path)).is_relative_to(tmp_path / "cache" / "exports")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.keras", "tiny.spec.json"]
