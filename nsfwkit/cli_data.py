@@ -26,7 +26,8 @@ def _demo_data(args) -> int:
     classes = demo_data.BINARY_CLASSES if args.binary else demo_data.DEMO_CLASSES
     try:
         root = demo_data.make_demo_dataset(args.out, per_class=args.per_class, classes=classes,
-                                           seed=args.seed, faults=not args.no_faults)
+                                           seed=args.seed, faults=not args.no_faults,
+                                           overwrite=args.overwrite)
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -43,8 +44,9 @@ def _download(args) -> int:
                                    timeout=(args.connect_timeout, args.read_timeout),
                                    deadline_s=args.deadline, retries=args.retries,
                                    max_bytes=int(args.max_mb * 1024 * 1024),
-                                   max_redirects=args.max_redirects)
-    except FileNotFoundError as exc:
+                                   max_redirects=args.max_redirects,
+                                   trust_env=not args.no_env_proxy, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = report.counts()
@@ -66,7 +68,8 @@ def _prepare(args) -> int:
                           fractions=(1 - val - test, val, test), seed=args.seed,
                           near_duplicates=args.near_duplicates,
                           conflicts="keep" if args.keep_conflicts else "exclude",
-                          max_bytes=int(args.max_mb * 1024 * 1024))
+                          max_bytes=int(args.max_mb * 1024 * 1024), progress=not args.quiet,
+                          keep_empty_classes=args.keep_empty_classes)
     except (data.DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -109,7 +112,8 @@ def _train(args) -> int:
         if value is not None:
             cfg[key] = None if key == "weights" and value == "none" else value
     try:
-        result = train.train(args.manifest, args.out, cfg, resume=not args.restart)
+        result = train.train(args.manifest, args.out, cfg, resume=not args.restart,
+                             progress=not args.quiet)
     except (data.DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -118,13 +122,14 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from . import data, evaluate
+    from . import data, evaluate, paths
 
+    out = args.out or paths.runs_dir() / "evaluate" / Path(args.model).stem
+    update = {"auto": None, "yes": True, "no": False}[args.update_spec]
     try:
-        run = evaluate.evaluate_run(args.model, args.manifest, args.out or Path(args.model).parent /
-                                    "evaluation", target=args.target,
+        run = evaluate.evaluate_run(args.model, args.manifest, out, target=args.target,
                                     baseline=None if args.baseline == "none" else args.baseline,
-                                    redact_images=not args.no_redact)
+                                    redact_images=not args.no_redact, update_spec=update)
     except (data.DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -133,10 +138,12 @@ def _evaluate(args) -> int:
     if mc:
         print(f"test accuracy {mc['accuracy']:.3f}, macro F1 {mc['macro']['f1']:.3f}, "
               f"ECE {mc['calibration']['ece']:.3f}")
-    if bn:
+    if bn and bn["operating_point"].get("threshold") is not None:
         op = bn["operating_point"]
         print(f"NSFW AUC {bn['roc_auc']}, threshold {op['threshold']:.4f} ({args.target}, chosen on "
               f"val): recall {op['recall']}, FPR {op['fpr']}")
+        print("threshold written into the model's spec" if run.spec_updated else
+              "threshold NOT written into the model's spec (see --update-spec)")
     for name, path in run.files.items():
         print(f"{name}: {path}")
     return 0
@@ -150,6 +157,8 @@ def register(subparsers) -> None:
     p.add_argument("--binary", action="store_true", help="sfw/nsfw instead of the 5 classes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-faults", action="store_true", help="no broken/duplicate files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a demo dataset written there with other arguments")
     p.set_defaults(func=_demo_data)
 
     p = subparsers.add_parser("download", help="download URL lists into a folder per class")
@@ -162,6 +171,9 @@ def register(subparsers) -> None:
     p.add_argument("--retries", type=int, default=2)
     p.add_argument("--max-mb", type=float, default=20.0, help="size cap per file (MB)")
     p.add_argument("--max-redirects", type=int, default=5)
+    p.add_argument("--no-env-proxy", action="store_true",
+                   help="ignore HTTP(S)_PROXY / netrc from the environment")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
     p = subparsers.add_parser("prepare", help="validate, de-duplicate and split a dataset")
@@ -176,6 +188,9 @@ def register(subparsers) -> None:
     p.add_argument("--keep-conflicts", action="store_true",
                    help="keep label-conflict groups (in one split) instead of excluding them")
     p.add_argument("--max-mb", type=float, default=256.0, help="larger files are quarantined")
+    p.add_argument("--keep-empty-classes", action="store_true",
+                   help="keep class folders without a usable image in the class list")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_prepare)
 
     p = subparsers.add_parser("train", help="fine-tune a backbone on a prepared dataset")
@@ -194,12 +209,17 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int)
     p.add_argument("--restart", action="store_true", help="ignore checkpoints in OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("evaluate", help="evaluate a model on a prepared dataset")
     p.add_argument("model", help="model.keras (spec beside it)")
     p.add_argument("manifest", help="manifest.csv")
-    p.add_argument("--out", help="folder for the plots (default: beside the model)")
+    p.add_argument("--out", help="folder for report.json, model_card.md and the plots "
+                                 "(default: dist/runs/evaluate/<model stem>)")
+    p.add_argument("--update-spec", choices=("auto", "yes", "no"), default="auto",
+                   help="write the chosen threshold into the model's spec: auto (default) only "
+                        "for models trained by nsfwkit")
     p.add_argument("--target", default="nsfw_recall>=0.95",
                    help="threshold target: 'nsfw_recall>=0.95' or 'fpr<=0.01'")
     p.add_argument("--baseline", default="mobilenet_v2", help="baseline model, or 'none'")

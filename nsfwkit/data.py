@@ -211,7 +211,7 @@ def validate_files(
     max_bytes: int = _images.MAX_BYTES,
     max_pixels: int = _images.MAX_PIXELS,
     hash_size: int = 8,
-    progress: bool | None = None,
+    progress: bool = True,
 ) -> list[Record]:
     """Read, decode (once) and hash every file; never raises for a bad file.
 
@@ -221,15 +221,14 @@ def validate_files(
         max_bytes: files larger than this are quarantined without being read.
         max_pixels: images with more pixels are quarantined before decoding.
         hash_size: perceptual hash side (8 -> 64-bit hash).
-        progress: show a tqdm bar (default: only on a terminal).
+        progress: show a progress bar (``tqdm.auto``: a text bar on a terminal, a widget in
+            Jupyter); False turns it off.
 
     Returns:
         One :class:`Record` per file, in input order; ``ok=False`` ones carry ``reason``.
     """
     files = list(files)
     workers = workers or os.cpu_count() or 1
-    if progress is None:
-        progress = _is_tty()
     args = [(p, c, max_bytes, max_pixels, hash_size) for p, c in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda a: _validate_one(*a), args)
@@ -238,12 +237,6 @@ def validate_files(
 
             results = tqdm(results, total=len(args), desc="validate", unit="img")
         return list(results)
-
-
-def _is_tty() -> bool:
-    import sys
-
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 # ------------------------------------------------------------------------------------------
@@ -266,9 +259,16 @@ class _UnionFind:
 
 
 def find_duplicate_groups(
-    sha256: Sequence[str], phash: Sequence[str], *, max_distance: int = 4
+    sha256: Sequence[str], phash: Sequence[str], *, max_distance: int = 4,
+    memory_mb: float = 64.0,
 ) -> np.ndarray:
     """Group files that are exact (same SHA-256) or near (phash within ``max_distance``) copies.
+
+    Near copies are grouped around a *leader*: files are taken in order, and a file not yet in a
+    group leads a new one that takes every later ungrouped file within ``max_distance`` bits of
+    **the leader** (not of any member). So a chain of images each a few bits from the next never
+    merges unrelated images: every member is within ``max_distance`` of its leader, any two
+    members within ``2 * max_distance`` of each other. Exact copies always share a group.
 
     Args:
         sha256: hex content hashes, one per file.
@@ -276,6 +276,8 @@ def find_duplicate_groups(
             turns near-duplicate detection off.
         max_distance: largest Hamming distance (bits) between two perceptual hashes that still
             counts as the same image.
+        memory_mb: memory budget of the pairwise distance blocks (rows are processed in chunks
+            that fit it, so N = 200,000 files needs ~64 MB, not gigabytes).
 
     Returns:
         ``int64`` array ``(N,)``: a group id per file; ids are the index of the group's first
@@ -284,28 +286,42 @@ def find_duplicate_groups(
     n = len(sha256)
     uf = _UnionFind(n)
     first: dict[str, int] = {}
+    reps: list[int] = []  # one file per distinct content, in order
     for i, h in enumerate(sha256):
         if h in first:
             uf.union(first[h], i)
         else:
             first[h] = i
-    if max_distance >= 0 and n > 1:
-        bits = np.array([[int(c, 16) for c in h] for h in phash], dtype=np.uint8)  # (N, nibbles)
-        bits = np.unpackbits(bits[..., None], axis=-1)[..., 4:].reshape(n, -1)  # (N, 64)
-        packed = np.packbits(bits, axis=1)  # (N, 8) bytes
-        words = packed.view(">u8").reshape(n, -1) if packed.shape[1] % 8 == 0 else None
-        chunk = 1024
-        for start in range(0, n, chunk):
-            block = slice(start, min(n, start + chunk))
+            reps.append(i)
+    m = len(reps)
+    if max_distance >= 0 and m > 1:
+        ph = [phash[i] for i in reps]
+        bits = np.array([[int(c, 16) for c in h] for h in ph], dtype=np.uint8)  # (M, nibbles)
+        bits = np.unpackbits(bits[..., None], axis=-1)[..., 4:].reshape(m, -1)  # (M, 64)
+        packed = np.packbits(bits, axis=1)  # (M, 8) bytes
+        words = packed.view(">u8").reshape(m, -1) if packed.shape[1] % 8 == 0 else None
+        width = words.shape[1] * 8 if words is not None else bits.shape[1]
+        chunk = int(max(1, min(m, memory_mb * 2**20 // max(1, m * width * 2))))
+        neighbours: list[np.ndarray] = []
+        for start in range(0, m, chunk):
+            block = slice(start, min(m, start + chunk))
             if words is not None:
-                xor = words[block, None, :] ^ words[None, :, :]
-                dist = np.bitwise_count(xor).sum(-1)
+                dist = np.bitwise_count(words[block, None, :] ^ words[None, :, :]).sum(-1)
             else:
                 dist = (bits[block, None, :] != bits[None, :, :]).sum(-1)
-            ii, jj = np.nonzero(dist <= max_distance)
-            for i, j in zip(ii + start, jj):
-                if i < j:
-                    uf.union(int(i), int(j))
+            for row in dist <= max_distance:
+                neighbours.append(np.flatnonzero(row))
+        leader = np.full(m, -1, np.int64)
+        for i in range(m):
+            if leader[i] >= 0:
+                continue
+            leader[i] = i
+            near = neighbours[i]
+            near = near[(near > i) & (leader[near] < 0)]
+            leader[near] = i
+        for i in range(m):
+            if leader[i] != i:
+                uf.union(reps[int(leader[i])], reps[i])
     return np.array([uf.find(i) for i in range(n)], dtype=np.int64)
 
 
@@ -323,9 +339,11 @@ def split_groups(
     """Assign whole groups to train/val/test, stratified by class, deterministically.
 
     Groups are ordered by a hash of ``(seed, key)`` -- so the split depends on the content,
-    not on file names or listing order -- then, per class, each group goes to the split that is
-    furthest below its target share of that class's images. Every class with at least one group
-    gets a train group first; with >= 3 groups every split gets one.
+    not on file names or listing order. Per class, when it has at least as many groups as
+    splits, val and test are first seeded with one group each -- the first in hash order that is
+    **no larger than the split's target share** (so a big duplicate group never lands in val or
+    test just because it came first). Then the remaining groups, **largest first** (ties in hash
+    order), each go to the split that is furthest below its target share of the class's images.
 
     Args:
         group_keys: a stable key per group (e.g. the smallest SHA-256 in it).
@@ -351,15 +369,24 @@ def split_groups(
         by_class.setdefault(group_labels[g], []).append(g)
     for groups in by_class.values():
         total = float(sum(group_sizes[g] for g in groups))
+        target = fr * total
         filled = np.zeros(3)
         active = [i for i in range(3) if fr[i] > 0]
-        for k, g in enumerate(groups):
-            if k < len(active) and len(groups) >= len(active):
-                choice = active[k]  # seed each split with one group first
-            else:
-                deficit = fr * total - filled
-                deficit[fr == 0] = -np.inf
-                choice = int(np.argmax(deficit))
+        todo = list(groups)
+        if len(groups) >= len(active):
+            for i in active:
+                if i == 0:
+                    continue  # train takes the largest groups below
+                seed_group = next((g for g in todo if group_sizes[g] <= max(1.0, target[i])), None)
+                if seed_group is not None:
+                    out[seed_group] = SPLITS[i]
+                    filled[i] += group_sizes[seed_group]
+                    todo.remove(seed_group)
+        rank = {g: k for k, g in enumerate(todo)}
+        for g in sorted(todo, key=lambda g: (-group_sizes[g], rank[g])):
+            deficit = target - filled
+            deficit[fr == 0] = -np.inf
+            choice = int(np.argmax(deficit))
             out[g] = SPLITS[choice]
             filled[choice] += group_sizes[g]
     return out
@@ -406,9 +433,10 @@ class PreparedDataset:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{class: {train, val, test, excluded, quarantined}}`` file counts."""
-        out = {c: {s: 0 for s in (*SPLITS, "excluded", "quarantined")} for c in self.class_names}
-        for r in self.records:
-            out[r.label]["quarantined" if not r.ok else r.split] += 1
+        zero = {s: 0 for s in (*SPLITS, "excluded", "quarantined")}
+        out = {c: dict(zero) for c in self.class_names}
+        for r in self.records:  # a dropped class (all quarantined) still shows its files
+            out.setdefault(r.label, dict(zero))["quarantined" if not r.ok else r.split] += 1
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -487,7 +515,8 @@ def prepare(
     workers: int | None = None,
     max_bytes: int = _images.MAX_BYTES,
     max_pixels: int = _images.MAX_PIXELS,
-    progress: bool | None = None,
+    progress: bool = True,
+    keep_empty_classes: bool = False,
 ) -> PreparedDataset:
     """Scan, validate, de-duplicate and split a folder-per-class dataset.
 
@@ -504,7 +533,10 @@ def prepare(
             (split ``excluded``); ``"keep"`` keeps them, all in one split.
         workers: decoding threads.
         max_bytes, max_pixels: larger files / images are quarantined.
-        progress: tqdm bar (default: on a terminal only).
+        progress: progress bar while validating (``tqdm.auto``); False turns it off.
+        keep_empty_classes: keep class folders with no usable image in ``class_names`` (a model
+            trained on the manifest then has an output no image ever taught). Default: they
+            are dropped from the class list, with a warning.
 
     Returns:
         A :class:`PreparedDataset`; call ``.write(run_folder)`` to save the manifest.
@@ -526,10 +558,15 @@ def prepare(
             f"{root}: none of {len(records)} image files is usable "
             f"({len(records)} quarantined); see the reasons in quarantine.csv"
         )
+    class_names = list(info["classes"])
     for name in info["classes"]:
         usable = sum(1 for r in valid if r.label == name)
         if usable == 0 and name not in info["empty_classes"]:
             warnings.append(f"class {name!r} has no usable image (all quarantined)")
+        if usable == 0 and not keep_empty_classes:
+            class_names.remove(name)
+            warnings.append(f"class {name!r} dropped from the class list (no usable image; "
+                            "keep_empty_classes=True keeps it)")
     groups = find_duplicate_groups([r.sha256 for r in valid], [r.phash for r in valid],
                                    max_distance=near_duplicates)
     members: dict[int, list[int]] = {}
@@ -550,7 +587,7 @@ def prepare(
                 continue
         # the group's class: the most common label (ties: first in class order)
         label = max(classes_in, key=lambda c: (sum(valid[i].label == c for i in idx),
-                                               -info["classes"].index(c)))
+                                               -class_names.index(c)))
         keys.append(min(valid[i].sha256 for i in idx))
         labels.append(label)
         sizes.append(len(idx))
@@ -580,16 +617,17 @@ def prepare(
             f"only {len(used)} class with usable images ({sorted(used)}): fine for inspection, "
             "but training a classifier needs at least two classes"
         )
-    for name in info["classes"]:
+    for name in class_names:
         n_train = sum(1 for r in valid if r.label == name and r.split == "train")
         if 0 < sum(1 for r in valid if r.label == name and r.split in SPLITS) < 3:
             warnings.append(f"class {name!r} has fewer than 3 usable images: val/test may lack it")
         elif n_train == 0 and name in used:
             warnings.append(f"class {name!r} has no training image")
     params = {"fractions": list(fractions), "seed": seed, "near_duplicates": near_duplicates,
-              "conflicts": conflicts, "max_bytes": max_bytes, "max_pixels": max_pixels}
+              "conflicts": conflicts, "max_bytes": max_bytes, "max_pixels": max_pixels,
+              "keep_empty_classes": keep_empty_classes}
     return PreparedDataset(
-        root=str(Path(root).resolve()), class_names=tuple(info["classes"]), records=records,
+        root=str(Path(root).resolve()), class_names=tuple(class_names), records=records,
         ignored=info["ignored"], empty_classes=info["empty_classes"], warnings=warnings,
         params=params,
     )

@@ -45,9 +45,9 @@ FAULTS: dict[str, str] = {
     "porn/broken/truncated.jpg": "JPEG cut in half",
     "sexy/broken/error_page.jpg": "HTML error page saved as .jpg",
     "drawings/set_b/mislabelled_extension.png": "a JPEG named .png (valid: the bytes decide)",
-    "hentai/set_b/copy_of_0001.jpg": "exact duplicate within a class",
-    "neutral/set_b/resaved_0002.jpg": "near duplicate (resized and re-encoded)",
-    "sexy/set_b/also_neutral_0003.jpg": "the same image as a neutral one (label conflict)",
+    "hentai/set_b/copy_of_0001.jpg": "exact duplicate within a class (of hentai_0001)",
+    "neutral/set_b/resaved_0002.jpg": "near duplicate (neutral_0002 resized and re-encoded)",
+    "sexy/set_b/also_neutral_0000.jpg": "the same image as neutral_0000 (label conflict)",
     "notes.txt": "not an image (ignored)",
 }
 
@@ -146,6 +146,35 @@ def _encode(img: np.ndarray, fmt: str, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def _near_copy(img: np.ndarray, data: bytes, *, max_bits: int = 3) -> bytes:
+    """A resized, re-encoded JPEG of ``img`` whose perceptual hash stays within ``max_bits`` of
+    the original file's (smooth textures can drift further, and the planted near duplicate
+    must be found at the default distance); the first of a fixed list of variants that does."""
+    import imagehash
+    from PIL import Image
+
+    from . import images as _images
+
+    def phash(blob: bytes):
+        return imagehash.phash(Image.fromarray(_images.decode_image(blob)))
+
+    reference = phash(data)
+    best, best_bits = b"", 1 << 30
+    for scale in (7 / 8, 0.9, 15 / 16, 0.95, 1.0):
+        small = np.asarray(Image.fromarray(img).resize(
+            (int(img.shape[1] * scale), int(img.shape[0] * scale)), Image.BILINEAR))
+        for quality in (80, 90, 95):
+            out = _encode(small, "JPEG", quality=quality)
+            if out == data:  # the same bytes would be an exact copy
+                continue
+            bits = phash(out) - reference
+            if bits <= max_bits:
+                return out
+            if bits < best_bits:
+                best, best_bits = out, bits
+    return best
+
+
 def _write(path: Path, data: bytes) -> None:
     write_bytes(path, data)
 
@@ -186,11 +215,17 @@ def make_demo_dataset(
         faults: add the broken, mislabelled and duplicate files listed in :data:`FAULTS` (those
             whose class is present).
         min_size, max_size: image sides are drawn from this range (images are not square).
-        overwrite: remove a previous demo dataset in ``folder`` first (only if it carries the
-            demo marker file, so a user folder is never deleted).
+        overwrite: when ``folder`` holds a demo dataset written with other arguments, remove it
+            and write the new one (only if it carries the demo marker file, so a user folder is
+            never deleted). Without it, that case raises ``FileExistsError`` (files you added
+            there are never lost).
 
     Returns:
         The dataset root.
+
+    Raises:
+        FileExistsError: ``folder`` is not empty and is not a demo dataset, or is a demo
+            dataset written with other arguments and ``overwrite`` is False.
     """
     root = Path(folder)
     classes = tuple(classes)
@@ -203,6 +238,11 @@ def make_demo_dataset(
     if marker.is_file():
         if marker.read_text() == signature and not overwrite:
             return root
+        if not overwrite:
+            raise FileExistsError(
+                f"{root}: holds a demo dataset written with other arguments "
+                f"({marker.read_text().strip()}); pass overwrite=True (--overwrite) to replace it, "
+                "or choose another folder")
         shutil.rmtree(root)  # our own previous output (the marker proves it)
     elif root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: folder exists and is not an nsfwkit demo dataset")
@@ -222,6 +262,8 @@ def make_demo_dataset(
             _write(root / name / sub / f"{name}_{i:04d}{ext[fmt]}", data)
             if i < 4 and fmt == "JPEG":
                 first.setdefault(f"{name}_{i:04d}", (img, data))
+    # each fault copies a different source image, so the three kinds of duplicate (exact, near,
+    # label conflict) stay three separate groups
     if faults:
         lines = []
         for rel, what in FAULTS.items():
@@ -242,16 +284,18 @@ def make_demo_dataset(
                 img = demo_image(_TEXTURES[cls], size=(120, 100), seed=seed + 991)
                 _write(root / rel, _encode(img, "JPEG"))
             elif "copy_of" in rel:
-                _write(root / rel, first[f"{cls}_0000"][1])
+                if f"{cls}_0001" not in first:
+                    continue
+                _write(root / rel, first[f"{cls}_0001"][1])
             elif "resaved" in rel:
                 from PIL import Image
 
-                img = first[f"{cls}_0000"][0]
-                small = np.asarray(Image.fromarray(img).resize(
-                    (img.shape[1] * 7 // 8, img.shape[0] * 7 // 8), Image.BILINEAR))
-                _write(root / rel, _encode(small, "JPEG", quality=80))
+                if f"{cls}_0002" not in first:
+                    continue
+                img, data = first[f"{cls}_0002"]
+                _write(root / rel, _near_copy(img, data))
             elif "also_neutral" in rel:
-                if "neutral" not in classes:
+                if "neutral_0000" not in first:
                     continue
                 _write(root / rel, first["neutral_0000"][1])
             else:  # pragma: no cover - FAULTS and this function are kept in step

@@ -121,10 +121,42 @@ def _existing(folder: Path, stem: str) -> Path | None:
 
 
 class _Failure(Exception):
-    def __init__(self, reason: str, *, retry: bool):
+    def __init__(self, reason: str, *, retry: bool, retry_after: float | None = None):
         super().__init__(reason)
         self.reason = reason
         self.retry = retry
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def check_label(label: str) -> str:
+    """A class label usable as one folder name under the destination, or ``ValueError``.
+
+    Refuses empty names, ``.``/``..``, path separators and NUL, so a label from a mapping can
+    never write outside ``dest`` (e.g. ``"../x"``).
+    """
+    text = str(label)
+    if (not text or text in (".", "..") or "/" in text or "\\" in text or "\0" in text
+            or (os.altsep and os.altsep in text) or Path(text).is_absolute()):
+        raise ValueError(f"invalid class label {label!r}: must be one folder name (no '/', '..')")
+    return text
 
 
 def _fetch_once(session, url: str, *, timeout: tuple[float, float], deadline_s: float,
@@ -136,7 +168,9 @@ def _fetch_once(session, url: str, *, timeout: tuple[float, float], deadline_s: 
         with session.get(url, stream=True, timeout=timeout, allow_redirects=True) as resp:
             if resp.status_code != 200:
                 raise _Failure(f"HTTP {resp.status_code} {resp.reason or ''}".strip(),
-                               retry=resp.status_code in _RETRY_STATUS)
+                               retry=resp.status_code in _RETRY_STATUS,
+                               retry_after=_retry_after(resp.headers.get("Retry-After"))
+                               if resp.status_code in (429, 503) else None)
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise _Failure(f"too large: Content-Length {int(length):,} > {max_bytes:,} bytes",
@@ -183,7 +217,7 @@ def _fetch_once(session, url: str, *, timeout: tuple[float, float], deadline_s: 
 
 
 def _download_one(url: str, label: str, dest: Path, *, get_session, timeout, deadline_s,
-                  max_bytes, retries, backoff, rng_lock, rng) -> DownloadResult:
+                  max_bytes, retries, backoff, rng_lock, rng, max_retry_after) -> DownloadResult:
     folder = dest / label
     stem = url_filename(url)
     existing = _existing(folder, stem)
@@ -203,9 +237,15 @@ def _download_one(url: str, label: str, dest: Path, *, get_session, timeout, dea
             reason = exc.reason
             if not exc.retry or attempts > retries:
                 break
+            if exc.retry_after is not None and exc.retry_after > max_retry_after:
+                reason += f" (Retry-After {exc.retry_after:g} s is over the {max_retry_after:g} s limit)"
+                break
             with rng_lock:
                 jitter = rng.uniform(0, backoff)
-            time.sleep(backoff * (2 ** (attempts - 1)) + jitter)
+            wait = backoff * (2 ** (attempts - 1)) + jitter
+            if exc.retry_after is not None:  # the server said when: honour it
+                wait = max(wait, exc.retry_after)
+            time.sleep(wait)
             continue
         try:
             _images.decode_image(data, path=url)
@@ -218,9 +258,8 @@ def _download_one(url: str, label: str, dest: Path, *, get_session, timeout, dea
         fmt = Image.open(io.BytesIO(data)).format or "JPEG"
         path = folder / f"{stem}{_EXT.get(fmt, '.img')}"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{stem}.part{os.getpid()}.{threading.get_ident()}"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".part") as tmp:
+            tmp.write_bytes(data)
         return DownloadResult(url, label, "downloaded", path=str(path), attempts=attempts,
                               bytes=len(data))
     return DownloadResult(url, label, "failed", reason=reason, attempts=attempts)
@@ -238,7 +277,9 @@ def download(
     max_bytes: int = 20 * 1024 * 1024,
     max_redirects: int = 5,
     seed: int = 0,
-    progress: bool | None = None,
+    progress: bool = True,
+    trust_env: bool = True,
+    max_retry_after: float = 120.0,
 ) -> DownloadReport:
     """Download every URL into ``dest/<class>/<url hash>.<ext>``; resumable, never fatal per URL.
 
@@ -249,11 +290,19 @@ def download(
         timeout: ``(connect, read)`` seconds per request (read = longest silence).
         deadline_s: wall-clock limit per attempt.
         retries: extra attempts after a retryable failure (timeouts, connection errors, 429, 5xx).
-        backoff: base of the exponential back-off in seconds (``backoff * 2**k`` + jitter).
+        backoff: base of the exponential back-off in seconds (``backoff * 2**k`` + jitter); a
+            ``Retry-After`` header on 429/503 makes the wait at least that long.
         max_bytes: larger bodies are refused (checked before and while streaming).
         max_redirects: redirects followed per request.
         seed: seeds the back-off jitter.
-        progress: tqdm bar (default: on a terminal only).
+        progress: progress bar (``tqdm.auto``); False turns it off.
+        trust_env: use proxies (``HTTP(S)_PROXY``, ``NO_PROXY``) and netrc from the environment,
+            like ``requests`` does by default; False ignores them.
+        max_retry_after: a ``Retry-After`` longer than this (seconds) fails the URL instead of
+            waiting.
+
+    Raises:
+        ValueError: a class label is not a single folder name (e.g. ``"../x"``).
 
     Returns:
         A :class:`DownloadReport`; its CSV is ``dest/download_report.csv``.
@@ -262,6 +311,7 @@ def download(
 
     if not isinstance(url_lists, Mapping):
         url_lists = read_url_lists(url_lists)
+    url_lists = {check_label(label): urls for label, urls in url_lists.items()}
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     local = threading.local()
@@ -273,7 +323,7 @@ def download(
             session = requests.Session()
             session.max_redirects = max_redirects
             session.headers["User-Agent"] = USER_AGENT
-            session.trust_env = False  # no proxies / netrc from the environment
+            session.trust_env = trust_env  # proxies / netrc from the environment
             local.session = session
             sessions.append(session)
         return session
@@ -281,11 +331,8 @@ def download(
     jobs = [(url, label) for label, urls in url_lists.items() for url in urls]
     rng, rng_lock = random.Random(seed), threading.Lock()
     kwargs = dict(get_session=get_session, timeout=timeout, deadline_s=deadline_s,
-                  max_bytes=max_bytes, retries=retries, backoff=backoff, rng_lock=rng_lock, rng=rng)
-    if progress is None:
-        import sys
-
-        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+                  max_bytes=max_bytes, retries=retries, backoff=backoff, rng_lock=rng_lock, rng=rng,
+                  max_retry_after=max_retry_after)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(_download_one, u, l, dest, **kwargs) for u, l in jobs]

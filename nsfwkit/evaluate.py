@@ -11,8 +11,9 @@ possible) or ``"fpr<=0.01"`` (at most 1% of safe images flagged, catching as muc
 numbers are not tuned on the data they are reported on.
 
 :func:`evaluate_run` does the whole job for a trained model: predictions, the same evaluation
-of the pretrained default model as a baseline, plots, ``report.json``, a markdown model card
-beside the model, and the chosen threshold written into the model's spec.
+of the pretrained default model as a baseline, plots, ``report.json`` and a markdown model card
+in an output folder, and the chosen threshold written into the spec of a model nsfwkit trained
+(never into a user's own spec unless asked, never when the target was not met).
 """
 
 from __future__ import annotations
@@ -144,11 +145,19 @@ def choose_threshold(y_true: np.ndarray, scores: np.ndarray, *,
 
     Candidate thresholds are the observed scores (and 1 + eps: flag nothing). Returns the
     :func:`binary_confusion` at the chosen threshold plus ``target`` and ``met`` (False when no
-    threshold reaches it; then the closest one is returned).
+    threshold reaches it; then the closest one is returned: never save that one).
+
+    Raises:
+        ValueError: ``y_true`` lacks NSFW or safe images (no threshold can be chosen from it),
+            or the target is unknown.
     """
     kind, value = parse_target(target)
     y = np.asarray(y_true).astype(bool)
     s = np.asarray(scores, np.float64)
+    if y.size == 0 or y.all() or not y.any():
+        raise ValueError(
+            f"choosing a threshold needs both NSFW and safe images; got {int(y.sum())} NSFW and "
+            f"{int((~y).sum())} safe")
     candidates = np.unique(np.concatenate([s, [np.nextafter(1.0, 2.0)]]))
     rows = [binary_confusion(y, s, t) for t in candidates]
     if kind == "recall":
@@ -269,8 +278,13 @@ def evaluate_predictions(
         y_bin = np.isin(y, nsfw_idx)
         s = np.asarray(nsfw_scores, np.float64)
         both = 0 < y_bin.sum() < len(y_bin)
-        chosen = choose_threshold(y_bin, s, target=target) if threshold is None else {
-            **binary_confusion(y_bin, s, threshold), "target": target, "met": None}
+        if threshold is not None:
+            chosen = {**binary_confusion(y_bin, s, threshold), "target": target, "met": None}
+        elif both:
+            chosen = choose_threshold(y_bin, s, target=target)
+        else:  # one-sided data: nothing to choose a threshold from
+            chosen = {"threshold": None, "target": target, "met": False,
+                      "reason": "needs both NSFW and safe images"}
         report["binary"] = {
             "positives": int(y_bin.sum()), "negatives": int((~y_bin).sum()),
             "roc_auc": float(roc_auc_score(y_bin, s)) if both else float("nan"),
@@ -469,8 +483,13 @@ def _fmt(v, digits=3):
 
 
 def model_card(report: dict[str, Any], spec: ModelSpec, *, baseline: dict | None = None,
-               dataset: dict | None = None, notes: str = "") -> str:
-    """A markdown model card from a test report (and a baseline report on the same split)."""
+               dataset: dict | None = None, notes: str = "",
+               threshold_status: str = "") -> str:
+    """A markdown model card from a test report (and a baseline report on the same split).
+
+    ``threshold_status`` (e.g. "written into model.spec.json" or a warning) is printed under the
+    operating threshold.
+    """
     mc, bn = report.get("multiclass", {}), report.get("binary", {})
     op = bn.get("operating_point", {})
     cfg = spec.extra.get("train_config", {})
@@ -482,7 +501,8 @@ def model_card(report: dict[str, Any], spec: ModelSpec, *, baseline: dict | None
         f"- Input: `{spec.input_name}`, raw RGB 0-255, {spec.image_size}x{spec.image_size}, resized "
         f"with `{spec.resize}`; preprocessing {spec.preprocessing}",
         f"- Operating threshold: **{_fmt(spec.threshold)}** on the NSFW score "
-        f"(target `{op.get('target', '?')}`, chosen on the validation split)",
+        f"(target `{op.get('target', '?')}`, chosen on the validation split)"
+        + (f"; {threshold_status}" if threshold_status else ""),
         f"- Base: {spec.extra.get('base_source', cfg.get('backbone', '?'))}",
         f"- Training: {spec.extra.get('epochs', '?')} epochs / {spec.extra.get('steps', '?')} steps; "
         + ", ".join(f"{k}={cfg[k]}" for k in ("batch_size", "epochs_head", "epochs_finetune",
@@ -541,6 +561,7 @@ class EvaluationRun:
     files: dict[str, Path]
     figures: dict[str, Any]
     spec: ModelSpec
+    spec_updated: bool = False
 
 
 def evaluate_run(
@@ -555,21 +576,32 @@ def evaluate_run(
     batch_size: int = 32,
     notes: str = "",
     write_card: bool = True,
+    update_spec: bool | None = None,
 ) -> EvaluationRun:
     """Evaluate a model (and a baseline) on a prepared dataset; write report, plots and card.
 
-    The threshold is chosen for ``target`` on the **val** split and reported on **test**. The
-    chosen threshold is written into the model's spec; ``report.json`` and ``model_card.md``
-    go beside the model, the plots (PNG) into ``out_dir``.
+    The threshold is chosen for ``target`` on the **val** split and reported on **test**.
+    Everything (``report.json``, ``model_card.md``, plots as PNG) is written into ``out_dir``;
+    nothing beside the model is replaced, except its spec's ``threshold`` when
+    ``update_spec`` allows it.
+
+    Args:
+        update_spec: write the chosen threshold into the model's ``.spec.json``. None (default):
+            only for a model trained by :func:`nsfwkit.train.train` (its spec carries
+            ``extra.train_config``), never for a spec the user wrote or a pretrained one.
+            Never when the target was not met on val.
 
     Returns:
         An :class:`EvaluationRun`.
+
+    Raises:
+        DatasetError: the val or test split is empty, or val lacks NSFW or safe images (no
+            threshold can be chosen).
     """
     from . import zoo
 
     model_path = Path(model_path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model, spec = zoo.load(model_path)
     class_names = _data.manifest_class_names(manifest)
     nsfw = tuple(nsfw_classes) if nsfw_classes is not None else (
@@ -577,6 +609,20 @@ def evaluate_run(
         _data.default_nsfw_classes(class_names))
     val_paths, val_y, _ = _data.manifest_arrays(manifest, "val", class_names=class_names)
     test_paths, test_y, _ = _data.manifest_arrays(manifest, "test", class_names=class_names)
+    for split, paths in (("val", val_paths), ("test", test_paths)):
+        if not paths:
+            raise _data.DatasetError(
+                f"{manifest}: the {split} split is empty; the threshold is chosen on val and "
+                "reported on test: prepare the dataset with more images or larger val/test "
+                "fractions")
+    nsfw_idx = [class_names.index(c) for c in nsfw if c in class_names]
+    if nsfw_idx and len(nsfw_idx) < len(class_names):
+        n_nsfw = int(np.isin(val_y, nsfw_idx).sum())
+        if n_nsfw in (0, len(val_y)):
+            raise _data.DatasetError(
+                f"{manifest}: the val split has {n_nsfw} NSFW ({', '.join(nsfw)}) and "
+                f"{len(val_y) - n_nsfw} safe images; choosing a threshold needs both")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     def run(m, s):
         val_report, _, _, _ = evaluate_model(m, s, val_paths, val_y, class_names=class_names,
@@ -591,9 +637,25 @@ def evaluate_run(
         return test_report, probs, scores, thr, ok
 
     report, probs, scores, threshold, ok = run(model, spec)
-    if threshold is not None:
+    val_op = report.get("binary", {}).get("val_operating_point") or {}
+    met = bool(val_op.get("met")) and threshold is not None
+    ours = bool(spec.extra.get("train_config"))
+    write_spec = met and (ours if update_spec is None else bool(update_spec))
+    spec_path = spec_path_for(model_path)
+    if threshold is None:
+        status = "no NSFW threshold chosen (no binary view)"
+    elif not met:
+        status = (f"**warning: the target was not met on val; the threshold "
+                  f"{threshold:.4f} was NOT saved** (the spec keeps {spec.threshold:g})")
+    elif write_spec:
+        status = f"written into `{spec_path.name}`"
+    else:
+        status = f"not written into `{spec_path.name}` (not a model trained by nsfwkit; " \
+                 "pass update_spec=True / --update-spec yes to write it)"
+    if met:
         spec = spec.replace(threshold=float(threshold))
-        spec.save(spec_path_for(model_path))
+        if write_spec:
+            spec.save(spec_path)
     base_report = None
     if baseline:
         base_model, base_spec = zoo.load(baseline)
@@ -601,7 +663,8 @@ def evaluate_run(
     summary_path = Path(manifest).parent / "summary.json"
     dataset = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     full = {"model": str(model_path), "target": target, "split": "test", "test": report,
-            "baseline": base_report, "threshold": threshold}
+            "baseline": base_report, "threshold": threshold, "threshold_met": met,
+            "spec_updated": write_spec}
     files: dict[str, Path] = {}
     figures: dict[str, Any] = {}
     y = test_y[ok]
@@ -628,11 +691,10 @@ def evaluate_run(
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110)
         files[name] = path
-    text = json.dumps(_nan_to_none(full), indent=2) + "\n"
-    for folder in {out_dir, model_path.parent}:
-        write_text(folder / "report.json", text)
-    files["report"] = model_path.parent / "report.json"
+    files["report"] = write_text(out_dir / "report.json", json.dumps(_nan_to_none(full), indent=2) + "\n")
     if write_card:
-        card = model_card(report, spec, baseline=base_report, dataset=dataset, notes=notes)
-        files["model_card"] = write_text(model_path.parent / "model_card.md", card)
-    return EvaluationRun(report=full, files=files, figures=figures, spec=spec)
+        card = model_card(report, spec, baseline=base_report, dataset=dataset, notes=notes,
+                          threshold_status=status)
+        files["model_card"] = write_text(out_dir / "model_card.md", card)
+    return EvaluationRun(report=full, files=files, figures=figures, spec=spec,
+                         spec_updated=write_spec)

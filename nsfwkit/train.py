@@ -48,10 +48,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,7 +65,7 @@ from .fileio import atomic_path, write_json
 from .spec import ModelSpec, spec_path_for
 
 __all__ = ["TrainConfig", "TrainResult", "build_classifier", "set_trainable", "train",
-           "read_state", "to_dtype_policy", "plot_history"]
+           "read_state", "to_dtype_policy", "map_layers", "plot_history"]
 
 
 @dataclasses.dataclass
@@ -89,7 +91,8 @@ class TrainConfig:
         min_delta: smallest validation-loss decrease that counts as an improvement.
         checkpoint_every: steps between mid-epoch checkpoints (also one at each epoch end).
         steps_per_epoch: cap the steps per epoch (None: one pass over the training split).
-        mixed_precision: ``"auto"`` (GPU only), True or False.
+        mixed_precision: ``"auto"`` (GPU only), True (``mixed_float16``), False, or a policy
+            name: ``"mixed_float16"`` or ``"mixed_bfloat16"`` (no loss scaling needed).
         jit_compile: ``"auto"`` (GPU only), True or False.
         strategy: ``"auto"`` (Mirrored with several GPUs), ``"default"``, ``"mirrored"`` or
             ``"multiworker"``.
@@ -234,22 +237,57 @@ def set_trainable(model, base_layers, phase: str, *, unfreeze: int) -> int:
 def to_dtype_policy(model, policy: str):
     """A copy of ``model`` whose layers compute in ``policy`` (e.g. ``mixed_float16``).
 
-    The final layer keeps float32 outputs. Weights are copied; the input model is unchanged.
+    Nested models (a ``keras.applications`` backbone is one nested layer) are cloned
+    recursively, so their layers compute in ``policy`` too. The final layer keeps float32
+    outputs. Weights are copied; the input model is unchanged. Use :func:`map_layers` to find a
+    list of the old model's layers in the copy.
     """
     import keras
 
-    last = model.layers[-1].name
+    last = model.layers[-1]
 
     def clone(layer):
         cfg = layer.get_config()
-        cfg["dtype"] = "float32" if layer.name == last else policy
+        cfg["dtype"] = "float32" if layer is last else policy
         return layer.__class__.from_config(cfg)
 
-    new = keras.models.clone_model(model, clone_function=clone)
+    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
     for src, dst in zip(model.layers, new.layers):
         if src.weights:
             dst.set_weights(src.get_weights())
     return new
+
+
+def map_layers(model, copy, layers) -> list:
+    """The layers of ``copy`` (a clone of ``model``) that correspond to ``layers`` of ``model``.
+
+    Layers are matched by their path of names (``backbone/block_16_project``), nested models
+    included. Raises ``ValueError`` when one has no counterpart (never falls back to the old
+    model's layers, which would silently train nothing).
+    """
+    import keras
+
+    index: dict[int, Any] = {}
+
+    def walk(old, new):
+        by_name = {l.name: l for l in new.layers}
+        same_order = len(old.layers) == len(new.layers)
+        for k, layer in enumerate(old.layers):
+            twin = by_name.get(layer.name)
+            if twin is None and same_order and isinstance(layer, keras.layers.InputLayer) \
+                    and isinstance(new.layers[k], keras.layers.InputLayer):
+                twin = new.layers[k]  # clones rename nested input layers
+            if twin is None:
+                continue
+            index[id(layer)] = twin
+            if isinstance(layer, keras.Model) and isinstance(twin, keras.Model):
+                walk(layer, twin)
+
+    walk(model, copy)
+    missing = [l.name for l in layers if id(l) not in index]
+    if missing:
+        raise ValueError(f"layers {missing[:5]} (of {len(missing)}) have no counterpart in the copy")
+    return [index[id(l)] for l in layers]
 
 
 # ------------------------------------------------------------------------------------------
@@ -270,6 +308,9 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> Path:
     opt_vars = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
     with open(tmp / "optimizer.npz", "wb") as fh:
         np.savez(fh, **opt_vars)
+    rng_vars = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(_rng_variables(model))}
+    with open(tmp / "rng.npz", "wb") as fh:
+        np.savez(fh, **rng_vars)
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     final = ckpt_dir / name
     if final.exists():
@@ -280,6 +321,26 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> Path:
         if old.is_dir() and old.name != name and (old.name.startswith("ckpt-") or ".tmp" in old.name):
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _rng_variables(model) -> list:
+    """Variables that are not weights: the seed-generator states of dropout and other random
+    layers. ``save_weights`` leaves them out, so a resumed run would draw other dropout masks
+    than an uninterrupted one; checkpoints store them beside the weights."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _restore_rng(model, path: Path) -> None:
+    if not path.is_file():
+        return
+    with np.load(path) as npz:
+        values = [npz[k] for k in sorted(npz.files)]
+    variables = _rng_variables(model)
+    if len(values) != len(variables):
+        raise ValueError(f"{path}: {len(values)} random-state variables, expected {len(variables)}")
+    for var, value in zip(variables, values):
+        var.assign(value)
 
 
 def read_state(run_dir: str | os.PathLike) -> dict | None:
@@ -305,8 +366,47 @@ def _restore_optimizer(optimizer, path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # The training loop
 # ------------------------------------------------------------------------------------------
+def manifest_digest(manifest: str | os.PathLike) -> str:
+    """SHA-256 over the manifest's ``(path, class, split, sha256)`` rows of train/val/test.
+
+    Stored in a run's ``config.json``: a run resumes only on the very same dataset and split.
+    """
+    rows = _data.read_manifest(manifest, split=_data.SPLITS)
+    digest = hashlib.sha256()
+    for r in sorted(rows, key=lambda r: (r["split"], r["path"], r["class"])):
+        digest.update("\t".join((r["path"], r["class"], r["split"], r.get("sha256", ""))).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes a run's shared files: task type ``chief`` (or none: a
+    single machine), or worker 0 when the cluster has no chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if task_type in (None, "chief"):
+        return True
+    if task_type == "worker" and int(getattr(resolver, "task_id", 0) or 0) == 0:
+        try:
+            cluster = resolver.cluster_spec().as_dict()
+        except Exception:  # no cluster spec: treat worker 0 as the chief
+            cluster = {}
+        return "chief" not in cluster
+    return False
+
+
 def _resolve_auto(value, gpus: int) -> bool:
     return gpus > 0 if value == "auto" else bool(value)
+
+
+def _mixed_policy(value, gpus: int) -> str | None:
+    """``TrainConfig.mixed_precision`` -> a Keras dtype policy name, or None (float32)."""
+    if isinstance(value, str) and value not in ("auto",):
+        if value not in ("mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"mixed_precision must be 'auto', True, False, 'mixed_float16' or "
+                             f"'mixed_bfloat16', got {value!r}")
+        return value
+    return "mixed_float16" if _resolve_auto(value, gpus) else None
 
 
 def _strategy(name: str, gpus: int):
@@ -327,6 +427,7 @@ def train(
     nsfw_classes: Sequence[str] | None = None,
     resume: bool = True,
     verbose: bool = True,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Fine-tune a backbone on the train split of a manifest; validate on its val split.
 
@@ -336,9 +437,17 @@ def train(
             ``log.csv``, ``tensorboard/``, ``checkpoints/``, ``best.weights.h5``.
         config: a :class:`TrainConfig` (or a dict of its fields).
         nsfw_classes: dataset classes counted as NSFW in the spec (default: by name).
-        resume: continue from the last checkpoint in ``run_dir`` when its config matches
-            (False: start over, discarding this run folder's checkpoints).
+        resume: continue from the last checkpoint in ``run_dir`` when its config and dataset
+            (a hash of the manifest's ``path, class, split, sha256`` rows) match (False: start
+            over, discarding this run folder's checkpoints). Resuming a finished run trains
+            nothing and keeps its ``model.keras`` and spec (threshold included) as they are.
         verbose: print one line per epoch.
+        progress: a progress bar over each epoch's steps (``tqdm.auto``: a widget in Jupyter);
+            default: on when ``verbose``.
+
+    Multi-worker runs: only the chief (task type ``chief``, or worker 0 when there is no
+    chief) writes into ``run_dir``; other workers read its checkpoints to resume but write
+    their own into a temporary folder.
 
     Returns:
         A :class:`TrainResult`.
@@ -356,7 +465,8 @@ def train(
         config = TrainConfig.from_dict(config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = run_dir / "checkpoints"
+    if progress is None:
+        progress = verbose
 
     # ---- data ------------------------------------------------------------------------------
     class_names = _data.manifest_class_names(manifest)
@@ -376,7 +486,17 @@ def train(
     # ---- resume? ---------------------------------------------------------------------------
     config_path = run_dir / "config.json"
     saved = {"config": config.to_dict(), "class_names": list(class_names),
-             "train_files": len(train_paths)}
+             "train_files": len(train_paths), "manifest_sha256": manifest_digest(manifest)}
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    policy = _mixed_policy(config.mixed_precision, gpus)
+    mixed = policy is not None
+    jit = _resolve_auto(config.jit_compile, gpus)
+    strategy = _strategy(config.strategy, gpus)
+    chief = is_chief(strategy)
+    # non-chief workers of a multi-worker run never write into the shared run folder
+    out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="nsfwkit-worker-"))
+    read_ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = out_dir / "checkpoints"
     state = read_state(run_dir) if resume else None
     if state is not None:
         previous = json.loads(config_path.read_text()) if config_path.is_file() else None
@@ -385,22 +505,18 @@ def train(
                 f"{run_dir}: holds a run with a different config or dataset; use another "
                 "run folder or resume=False to start over"
             )
-    if not resume and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    _atomic_json(config_path, saved)
-
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    mixed = _resolve_auto(config.mixed_precision, gpus)
-    jit = _resolve_auto(config.jit_compile, gpus)
-    strategy = _strategy(config.strategy, gpus)
+    if chief:
+        if not resume and ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+        _atomic_json(config_path, saved)
 
     # ---- model -----------------------------------------------------------------------------
     with strategy.scope():
         model, base_spec, base_layers = build_classifier(config, class_names)
-        if mixed:
-            model = to_dtype_policy(model, "mixed_float16")
-            names = {l.name for l in base_layers}
-            base_layers = [l for l in model.layers if l.name in names] or base_layers
+        if policy:
+            mixed_model = to_dtype_policy(model, policy)
+            base_layers = map_layers(model, mixed_model, base_layers)
+            model = mixed_model
     image_size = int(model.inputs[0].shape[1])
 
     steps_per_epoch = math.ceil(len(train_paths) / config.batch_size)
@@ -425,13 +541,13 @@ def train(
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing,
                                                    reduction="none")
     val_loss_fn = keras.losses.CategoricalCrossentropy(reduction="none")
-    writer = tf.summary.create_file_writer(str(run_dir / "tensorboard"))
-    best_path = run_dir / "best.weights.h5"
+    writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+    best_path = out_dir / "best.weights.h5"
 
     def make_optimizer(phase: str):
         lr = config.lr_head if phase == "head" else config.lr_finetune
         opt = keras.optimizers.Adam(learning_rate=lr)
-        if mixed:
+        if policy == "mixed_float16":  # bfloat16 has float32's range: no loss scaling
             opt = keras.optimizers.LossScaleOptimizer(opt)
         opt.build(model.trainable_variables)
         return opt
@@ -489,10 +605,11 @@ def train(
                 n_trainable = set_trainable(model, base_layers, phase, unfreeze=config.unfreeze)
                 optimizer = make_optimizer(phase)
             if resumed_from is not None and current_phase is None:
-                latest = json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
-                model.load_weights(ckpt_dir / latest / "model.weights.h5")
+                latest = json.loads((read_ckpt_dir / "latest.json").read_text())["checkpoint"]
+                model.load_weights(read_ckpt_dir / latest / "model.weights.h5")
+                _restore_rng(model, read_ckpt_dir / latest / "rng.npz")
                 if state.get("phase") == phase:  # the checkpoint's optimizer is this phase's
-                    _restore_optimizer(optimizer, ckpt_dir / latest / "optimizer.npz")
+                    _restore_optimizer(optimizer, read_ckpt_dir / latest / "optimizer.npz")
             train_step = make_steps(optimizer)
             current_phase = phase
             if verbose:
@@ -506,6 +623,12 @@ def train(
         ).take(steps_per_epoch).skip(state["step_in_epoch"])
         dist_ds = strategy.experimental_distribute_dataset(ds) if strategy.num_replicas_in_sync > 1 \
             else ds
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], unit="step",
+                       desc=f"epoch {epoch} [{phase}]", leave=False)
         for x, y, w in dist_ds:
             loss, correct = train_step(x, y, w)
             n = int(tf.shape(y)[0]) if strategy.num_replicas_in_sync == 1 else config.batch_size
@@ -515,11 +638,16 @@ def train(
             state["step_in_epoch"] += 1
             state["global_step"] += 1
             _scalars(writer, {"batch/loss": float(loss)}, state["global_step"])
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
             if config.throttle_s:
                 time.sleep(config.throttle_s)
             if state["step_in_epoch"] < steps_per_epoch and \
                     state["global_step"] % max(1, config.checkpoint_every) == 0:
                 _save_checkpoint(ckpt_dir, model, optimizer, state)
+        if bar is not None:
+            bar.close()
         # ---- epoch end -------------------------------------------------------------------
         val_loss, val_acc = validate()
         seen = max(state["sums"][2], 1)
@@ -535,8 +663,8 @@ def train(
         improved = best is None or not np.isfinite(val_loss) or val_loss < best - config.min_delta
         overall = min([h["val_loss"] for h in state["history"][:-1]] + [np.inf])
         if not np.isfinite(val_loss) or val_loss <= overall:
-            model.save_weights(run_dir / ".best.tmp.weights.h5")
-            os.replace(run_dir / ".best.tmp.weights.h5", best_path)
+            model.save_weights(out_dir / ".best.tmp.weights.h5")
+            os.replace(out_dir / ".best.tmp.weights.h5", best_path)
         if improved:
             state["best_val_loss"][phase] = val_loss if np.isfinite(val_loss) else None
             state["wait"][phase] = 0
@@ -550,20 +678,32 @@ def train(
         state["step_in_epoch"] = 0
         state["sums"] = [0.0, 0.0, 0.0]
         _save_checkpoint(ckpt_dir, model, optimizer, state)
-        _write_log(run_dir / "log.csv", state["history"])
+        _write_log(out_dir / "log.csv", state["history"])
         if verbose:
             print(f"epoch {epoch} [{phase}] loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
                   f"val_loss {val_loss:.4f} val_acc {val_acc:.3f} "
                   f"({state['global_step']} steps, {time.time() - start_time:.0f} s)", flush=True)
 
     # ---- the inference model -----------------------------------------------------------------
+    model_path = out_dir / "model.keras"
+    spec_path = spec_path_for(model_path)
+    if resumed_from is not None and resumed_from == state["global_step"] \
+            and model_path.is_file() and spec_path.is_file():
+        # a finished run resumed: nothing was trained, keep its model and spec (the threshold
+        # chosen by an evaluation included)
+        try:
+            existing = ModelSpec.load(spec_path)
+        except (OSError, ValueError, KeyError, TypeError):
+            existing = None
+        if existing is not None and existing.extra.get("steps") == state["global_step"]:
+            return TrainResult(model_path=model_path, spec=existing, history=state["history"],
+                               steps=int(state["global_step"]), resumed_from=resumed_from,
+                               run_dir=run_dir)
     if best_path.is_file():
         model.load_weights(best_path)
     final = to_dtype_policy(model, "float32") if mixed else model
-    model_path = run_dir / "model.keras"
-    tmp = run_dir / f".model.tmp{os.getpid()}.keras"
-    final.save(tmp)
-    os.replace(tmp, model_path)
+    with atomic_path(model_path) as tmp:
+        final.save(tmp)
     nsfw = tuple(nsfw_classes) if nsfw_classes is not None else _data.default_nsfw_classes(class_names)
     spec = ModelSpec(
         name=f"{base_spec.name}-finetuned",
@@ -578,8 +718,8 @@ def train(
                "epochs": len(state["history"]), "keras_version": keras.__version__,
                "base_source": base_spec.source},
     )
-    spec.save(spec_path_for(model_path))
-    _write_log(run_dir / "log.csv", state["history"])
+    spec.save(spec_path)
+    _write_log(out_dir / "log.csv", state["history"])
     return TrainResult(model_path=model_path, spec=spec, history=state["history"],
                        steps=int(state["global_step"]), resumed_from=resumed_from, run_dir=run_dir)
 

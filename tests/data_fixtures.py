@@ -4,7 +4,8 @@
 * :func:`tiny_dataset` writes a small folder-per-class dataset with distinguishable classes;
 * :func:`tiny_backbone` saves a tiny classifier (``.keras`` + spec) that trains in milliseconds;
 * :class:`HostileServer` is a loopback HTTP server with good and bad endpoints (404, hang,
-  HTML, oversize, redirect loop, slow trickle, flaky 503) for the downloader tests.
+  HTML, oversize, redirect loop, slow trickle, flaky 503, 429 with Retry-After) for the
+  downloader tests.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         path = self.path.split("?")[0]
         self.server.hits[path] = self.server.hits.get(path, 0) + 1
+        self.server.times.setdefault(path, []).append(time.monotonic())
         try:
             if path.startswith("/ok/") and path.endswith(".png"):
                 self._send(200, PNG_BYTES, "image/png")
@@ -145,6 +147,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self._send(503, b"busy", "text/plain")
                 else:
                     self._send(200, JPEG_BYTES, "image/jpeg")
+            elif path == "/ratelimited.jpg":  # 429 with Retry-After: 1 s, then the image
+                if self.server.hits[path] < 2:
+                    self._send(429, b"slow down", "text/plain", headers={"Retry-After": "1"})
+                else:
+                    self._send(200, JPEG_BYTES, "image/jpeg")
+            elif path == "/ratelimited-long.jpg":  # asks for an hour
+                self._send(429, b"slow down", "text/plain", headers={"Retry-After": "3600"})
             elif path == "/truncated.jpg":
                 self._send(200, JPEG_BYTES[: len(JPEG_BYTES) // 2], "image/jpeg")
             else:
@@ -167,6 +176,7 @@ class HostileServer:
     def __init__(self, *, hang_s: float = 3.0):
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.hits = {}
+        self.server.times = {}
         self.server.hang_s = hang_s
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -176,6 +186,11 @@ class HostileServer:
     @property
     def hits(self) -> dict:
         return self.server.hits
+
+    @property
+    def times(self) -> dict:
+        """``{path: [time.monotonic() of each request]}``."""
+        return self.server.times
 
     def __enter__(self):
         self.thread.start()

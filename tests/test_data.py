@@ -65,6 +65,18 @@ def test_demo_dataset_never_deletes_a_user_folder(tmp_path):
     assert (user / "precious.jpg").read_bytes() == b"x"
 
 
+def test_demo_dataset_with_other_arguments_needs_overwrite(tmp_path):
+    root = demo_data.make_demo_dataset(tmp_path / "demo", per_class=2, seed=1)
+    added = root / "neutral" / "my_own.jpg"  # a user added a file to the demo folder
+    added.write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        demo_data.make_demo_dataset(root, per_class=3, seed=1)
+    assert added.read_bytes() == b"mine"  # nothing deleted without overwrite
+    demo_data.make_demo_dataset(root, per_class=3, seed=1, overwrite=True)
+    assert not added.exists()
+    assert (root / "neutral" / "set_a" / "neutral_0002.jpg").is_file()
+
+
 def test_prepare_demo_dataset_finds_every_planted_fault(tmp_path):
     root = demo_data.make_demo_dataset(tmp_path / "demo", per_class=12)
     before = _tree_digest(root)
@@ -79,22 +91,25 @@ def test_prepare_demo_dataset_finds_every_planted_fault(tmp_path):
     assert by_name["mislabelled_extension.png"].format == "JPEG"
     assert by_name["mislabelled_extension.png"].split in data.SPLITS
     # exact duplicate in one class: one copy kept, the other excluded with a note
-    orig, copy = by_name["hentai_0000.jpg"], by_name["copy_of_0001.jpg"]
+    orig, copy = by_name["hentai_0001.jpg"], by_name["copy_of_0001.jpg"]
     assert orig.group == copy.group and orig.sha256 == copy.sha256
-    assert orig.split in data.SPLITS and copy.split == "excluded"
-    assert "exact duplicate of" in copy.note
-    # near duplicate (resized + re-encoded): same group, same split
-    near = by_name["resaved_0002.jpg"]
-    assert near.sha256 != by_name["neutral_0000.jpg"].sha256
-    assert near.group == by_name["neutral_0000.jpg"].group
+    kept, dropped = sorted([orig, copy], key=lambda r: r.path)  # the first path is kept
+    assert kept.split in data.SPLITS and dropped.split == "excluded"
+    assert f"exact duplicate of {kept.path}" in dropped.note
+    # near duplicate (resized + re-encoded): its own group, both kept in the same split
+    near, source = by_name["resaved_0002.jpg"], by_name["neutral_0002.jpg"]
+    assert near.sha256 != source.sha256 and near.group == source.group
+    assert near.split == source.split and near.split in data.SPLITS
     # label conflict: reported and excluded from every split
     conflict = ds.conflicts()
     assert len(conflict) == 1
     members = {Path(r.path).name for r in next(iter(conflict.values()))}
-    assert {"also_neutral_0003.jpg", "neutral_0000.jpg", "resaved_0002.jpg"} <= members
+    assert members == {"also_neutral_0000.jpg", "neutral_0000.jpg"}
     assert all(r.split == "excluded" for r in next(iter(conflict.values())))
-    # only the planted groups
-    assert len(ds.duplicate_groups()) == 2
+    # exactly the three planted groups, one of each kind
+    groups = ds.duplicate_groups()
+    assert len(groups) == 3
+    assert sorted(len(g) for g in groups.values()) == [2, 2, 2]
     assert {os.path.basename(p) for p in ds.ignored} == {"README.txt", "notes.txt"}
 
 
@@ -113,7 +128,7 @@ def test_manifest_and_reports_are_written(tmp_path):
         assert len(list(csv.DictReader(fh))) == 3
     with open(out["duplicates"]) as fh:
         kinds = {r["kind"] for r in csv.DictReader(fh)}
-    assert kinds == {"exact", "label_conflict"}
+    assert kinds == {"exact", "near", "label_conflict"}
     summary = json.loads(out["summary"].read_text())
     assert summary["class_names"] == list(demo_data.DEMO_CLASSES)
     assert summary["quarantined"] == 3 and summary["label_conflicts"] == 1
@@ -136,6 +151,21 @@ def test_split_is_deterministic_stratified_and_keeps_groups_together(tmp_path):
         assert len({r.split for r in rs if r.split != "excluded"}) <= 1
 
 
+def test_big_duplicate_group_never_lands_in_val_or_test():
+    # one class: a 30-image duplicate group and nine single images (39 images; val/test
+    # targets 5.85 each): whatever the seed, the big group must go to train
+    keys = [f"k{i}" for i in range(10)]
+    sizes = [30] + [1] * 9
+    for seed in range(20):
+        splits = data.split_groups(keys, ["a"] * 10, sizes, seed=seed)
+        assert splits[0] == "train", (seed, splits)
+        assert splits.count("val") >= 1 and splits.count("test") >= 1, (seed, splits)
+    # sizes placed largest first by deficit: hand-computed for 3 groups of sizes 8, 1, 1
+    # (targets 7 / 1.5 / 1.5): the two small ones seed val and test, the 8 goes to train
+    assert data.split_groups(["x", "y", "z"], ["a"] * 3, [8, 1, 1], seed=0).count("train") == 1
+    assert data.split_groups(["x", "y", "z"], ["a"] * 3, [8, 1, 1], seed=0)[0] == "train"
+
+
 def test_split_groups_hand_computed():
     # one class, sizes 1, quotas 70/15/15 of 10 images: first three groups seed the splits
     keys = [f"k{i}" for i in range(6)]
@@ -156,6 +186,16 @@ def test_find_duplicate_groups_exact_and_near():
     assert list(groups) == [0, 1, 0, 0, 4]  # c is 2 bits from a; d is 8 bits away
     assert list(data.find_duplicate_groups(sha, ph, max_distance=-1)) == [0, 1, 0, 3, 4]
     assert list(data.find_duplicate_groups(sha, ph, max_distance=8)) == [0, 1, 0, 0, 0]
+
+
+def test_near_duplicates_do_not_chain():
+    # each hash is 3 bits from the previous one, so 0 and 0x3f are 6 bits apart
+    sha = ["a", "b", "c", "d"]
+    ph = ["0000000000000000", "0000000000000007", "000000000000003f", "00000000000001ff"]
+    groups = data.find_duplicate_groups(sha, ph, max_distance=3)
+    assert list(groups) == [0, 0, 2, 2]  # union-find would merge all four into one group
+    # a tiny memory budget (one row per chunk) gives the same answer
+    assert list(data.find_duplicate_groups(sha, ph, max_distance=3, memory_mb=1e-9)) == [0, 0, 2, 2]
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text", "oversize_bytes", "oversize_pixels",
@@ -190,10 +230,21 @@ def test_empty_class_folder_and_one_class_dataset(tmp_path):
     root = tiny_dataset(tmp_path / "ds", per_class=5)
     (root / "sexy").mkdir()
     (root / "sexy" / "readme.md").write_text("nothing here")
+    (root / "hentai").mkdir()
+    (root / "hentai" / "broken.jpg").write_bytes(b"")  # every file quarantined
     ds = data.prepare(root)
     assert ds.empty_classes == ["sexy"]
     assert any("'sexy' holds no image files" in w for w in ds.warnings)
-    assert ds.counts()["sexy"] == {s: 0 for s in (*data.SPLITS, "excluded", "quarantined")}
+    # classes without a usable image are dropped from the class list, with a warning
+    assert ds.class_names == ("neutral", "porn")
+    assert any("'hentai' dropped" in w for w in ds.warnings)
+    assert any("'sexy' dropped" in w for w in ds.warnings)
+    assert ds.counts()["hentai"]["quarantined"] == 1
+    out = ds.write(tmp_path / "run0")
+    assert data.manifest_class_names(out["manifest"]) == ("neutral", "porn")
+    kept = data.prepare(root, keep_empty_classes=True)
+    assert kept.class_names == ("hentai", "neutral", "porn", "sexy")
+    assert kept.counts()["sexy"] == {s: 0 for s in (*data.SPLITS, "excluded", "quarantined")}
     one = tiny_dataset(tmp_path / "one", classes=("neutral",), per_class=5)
     ds1 = data.prepare(one)
     assert ds1.class_names == ("neutral",)
@@ -246,3 +297,12 @@ def test_redact_blurs_beyond_recognition_and_plots_render(tmp_path):
     assert shown.shape == clear.shape
     assert np.abs(shown - clear).mean() > 1.0
     np.testing.assert_array_equal(data.redact(clear.astype(np.uint8)), shown)
+
+
+def test_validation_shows_progress_by_default(tmp_path, capsys):
+    root = tiny_dataset(tmp_path / "ds", per_class=2, size=16)
+    files, _ = data.scan_folder(root)
+    data.validate_files(files)  # not a terminal (captured), still a bar: notebooks get one too
+    assert "validate" in capsys.readouterr().err
+    data.validate_files(files, progress=False)
+    assert "validate" not in capsys.readouterr().err

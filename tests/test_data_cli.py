@@ -37,6 +37,11 @@ def test_demo_data_and_prepare_exit_codes(tmp_path, capsys):
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "a.txt").write_text("mine")
     assert cli_data.main(["demo-data", str(tmp_path / "user")]) == 2
+    # other arguments on an existing demo dataset: refused unless --overwrite
+    assert cli_data.main(["demo-data", str(clean), "--per-class", "4", "--binary"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert cli_data.main(["demo-data", str(clean), "--per-class", "4", "--binary",
+                          "--overwrite"]) == 0
 
 
 def test_download_exit_codes(tmp_path, capsys):
@@ -44,9 +49,11 @@ def test_download_exit_codes(tmp_path, capsys):
         lists = tmp_path / "lists"
         lists.mkdir()
         (lists / "neutral.txt").write_text(srv.url("/ok/1.jpg") + "\n")
-        assert cli_data.main(["download", str(lists), str(tmp_path / "ds")]) == 0
+        assert cli_data.main(["download", str(lists), str(tmp_path / "ds"), "--no-env-proxy",
+                              "-q"]) == 0
         (lists / "porn.txt").write_text(srv.url("/missing.jpg") + "\n")
-        assert cli_data.main(["download", str(lists), str(tmp_path / "ds"), "--retries", "0"]) == 1
+        assert cli_data.main(["download", str(lists), str(tmp_path / "ds"), "--retries", "0",
+                              "--no-env-proxy"]) == 1
         out = capsys.readouterr()
         assert "already there 1" in out.out and "HTTP 404" in out.err
     assert cli_data.main(["download", str(tmp_path / "nope"), str(tmp_path / "ds")]) == 2

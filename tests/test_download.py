@@ -37,7 +37,7 @@ def test_hostile_server(tmp_path):
         start = time.monotonic()
         report = download.download(urls, tmp_path / "ds", workers=6, timeout=(2.0, 0.5),
                                    deadline_s=1.0, retries=1, backoff=0.05, max_bytes=100_000,
-                                   max_redirects=3)
+                                   max_redirects=3, trust_env=False, progress=False)
         elapsed = time.monotonic() - start
         by_url = {r.url.rsplit("/", 1)[-1]: r for r in report.results}
         assert elapsed < 15
@@ -70,6 +70,51 @@ def test_hostile_server(tmp_path):
 
         # resumable: a second run fetches nothing it already has
         hits_before = dict(srv.hits)
-        again = download.download({"neutral": urls["neutral"]}, tmp_path / "ds", workers=2)
+        again = download.download({"neutral": urls["neutral"]}, tmp_path / "ds", workers=2,
+                                  trust_env=False, progress=False)
         assert {r.status for r in again.results} == {"exists"}
         assert srv.hits == hits_before
+
+
+def test_retry_after_is_honoured_and_capped(tmp_path):
+    with HostileServer() as srv:
+        urls = {"neutral": [srv.url("/ratelimited.jpg"), srv.url("/ratelimited-long.jpg")]}
+        start = time.monotonic()
+        report = download.download(urls, tmp_path / "ds", workers=2, retries=2, backoff=0.01,
+                                   max_retry_after=10, trust_env=False, progress=False)
+        by_url = {r.url.rsplit("/", 1)[-1]: r for r in report.results}
+        ok = by_url["ratelimited.jpg"]
+        assert ok.status == "downloaded" and ok.attempts == 2
+        first, second = srv.times["/ratelimited.jpg"]
+        assert second - first >= 0.95  # waited the server's Retry-After, not the 0.01 s back-off
+        long = by_url["ratelimited-long.jpg"]
+        assert long.status == "failed" and "HTTP 429" in long.reason and "Retry-After" in long.reason
+        assert long.attempts == 1  # an hour is over the limit: no waiting, no retry
+        assert time.monotonic() - start < 8
+
+
+@pytest.mark.parametrize("label", ["../escape", "a/b", "..", "", "/abs"])
+def test_labels_cannot_escape_the_destination(tmp_path, label):
+    dest = tmp_path / "inner" / "ds"
+    with pytest.raises(ValueError, match="invalid class label"):
+        download.download({label: ["http://127.0.0.1:9/x.jpg"]}, dest, trust_env=False,
+                          progress=False)
+    assert not (tmp_path / "inner" / "escape").exists()
+    assert not dest.exists()  # refused before anything was written
+
+
+def test_environment_proxies_are_used_unless_disabled(tmp_path, monkeypatch):
+    """trust_env=True (default) lets requests use HTTP_PROXY: a dead proxy makes the fetch fail;
+    trust_env=False ignores it and reaches the loopback server directly."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with HostileServer() as srv:
+        urls = {"neutral": [srv.url("/ok/a.jpg")]}
+        via_env = download.download(urls, tmp_path / "a", retries=0, progress=False)
+        assert via_env.results[0].status == "failed"
+        assert srv.hits.get("/ok/a.jpg", 0) == 0  # the request went to the (dead) proxy
+        direct = download.download(urls, tmp_path / "b", retries=0, trust_env=False,
+                                   progress=False)
+        assert direct.results[0].status == "downloaded"

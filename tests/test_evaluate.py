@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from data_fixtures import tiny_backbone, tiny_dataset
-from nsfwkit import data, evaluate, train
+from nsfwkit import data, evaluate, train, zoo
 from nsfwkit.spec import ModelSpec, spec_path_for
 
 Y = np.array([0, 0, 1, 1, 1])
@@ -88,20 +91,115 @@ def test_evaluate_run_writes_report_card_plots_and_threshold(tmp_path):
     result = train.train(manifest, tmp_path / "run" / "02", dict(
         backbone=str(backbone), batch_size=8, epochs_head=1, epochs_finetune=0, patience=0),
         verbose=False)
-    run = evaluate.evaluate_run(result.model_path, manifest, tmp_path / "run" / "02" / "eval",
-                                target="fpr<=0.01", baseline=str(backbone), notes="demo only")
     model_dir = result.model_path.parent
-    report = json.loads((model_dir / "report.json").read_text())
+    before = {p.name for p in model_dir.iterdir()}
+    out = tmp_path / "run" / "02" / "eval"
+    run = evaluate.evaluate_run(result.model_path, manifest, out,
+                                target="fpr<=0.01", baseline=str(backbone), notes="demo only")
+    assert {p.name for p in model_dir.iterdir()} == before | {"eval"}  # nothing new beside it
+    report = json.loads((out / "report.json").read_text())
+    assert run.files["report"] == out / "report.json"
     assert report["target"] == "fpr<=0.01" and report["split"] == "test"
     n_test = len(data.read_manifest(manifest, split="test"))
     assert report["test"]["n"] == n_test
     assert report["baseline"]["model"] == "tiny"  # the baseline's classes mapped by name
     assert "multiclass" in report["baseline"]
+    # the threshold is the one choose_threshold picks on the val predictions
+    model, spec0 = zoo.load(result.model_path)
+    val_paths, val_y, names = data.manifest_arrays(manifest, "val")
+    probs, ok = evaluate.predict(model, val_paths, image_size=spec0.image_size)
+    scores = probs[:, list(spec0.nsfw_indices)].sum(1)
+    y_bin = np.isin(val_y, [names.index(c) for c in ("porn", "sexy")])
+    expected = evaluate.choose_threshold(y_bin[ok], scores[ok], target="fpr<=0.01")
+    assert report["threshold"] == pytest.approx(expected["threshold"], rel=1e-6)
+    assert report["threshold_met"] is True and report["spec_updated"] is True  # nsfwkit trained it
     spec = ModelSpec.load(spec_path_for(result.model_path))
     assert spec.threshold == pytest.approx(report["threshold"])
     assert report["test"]["binary"]["threshold_chosen_on"] == "val"
-    card = (model_dir / "model_card.md").read_text()
+    card = (out / "model_card.md").read_text()
     assert "# Model card" in card and "baseline" in card and "demo only" in card
+    assert "written into `model.spec.json`" in card
     for name in ("confusion", "reliability", "mistakes", "roc_pr", "threshold", "baseline_roc_pr"):
         assert run.files[name].stat().st_size > 1000, name
     assert "redacted" in run.figures["mistakes"]._suptitle.get_text()
+
+
+@pytest.fixture(scope="module")
+def user_model(tmp_path_factory):
+    """A user's own model (spec without nsfwkit's train_config) and a prepared dataset."""
+    base = tmp_path_factory.mktemp("user")
+    root = tiny_dataset(base / "ds", classes=("neutral", "porn", "sexy"), per_class=8, size=32)
+    data.prepare(root, progress=False).write(base / "run" / "01_data")
+    return tiny_backbone(base / "mine", image_size=32), base / "run" / "01_data" / "manifest.csv"
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file()}
+
+
+def test_evaluate_never_touches_a_users_model_folder_unless_asked(user_model, tmp_path):
+    model_path, manifest = user_model
+    before = _digest(model_path.parent)
+    run = evaluate.evaluate_run(model_path, manifest, tmp_path / "eval", baseline=None)
+    assert _digest(model_path.parent) == before  # spec, model: untouched; no report beside them
+    assert run.spec_updated is False and run.report["spec_updated"] is False
+    assert run.spec.threshold == pytest.approx(run.report["threshold"])  # in memory only
+    assert (tmp_path / "eval" / "report.json").is_file()
+    card = (tmp_path / "eval" / "model_card.md").read_text()
+    assert "not written into `tiny.spec.json`" in card
+    # explicitly asked: the threshold goes into the spec
+    run = evaluate.evaluate_run(model_path, manifest, tmp_path / "eval2", baseline=None,
+                                update_spec=True)
+    assert run.spec_updated is True
+    assert ModelSpec.load(spec_path_for(model_path)).threshold == pytest.approx(run.report["threshold"])
+
+
+def _rewrite_manifest(manifest: Path, folder: Path, change) -> Path:
+    rows = data.read_manifest(manifest)
+    for r in rows:
+        change(r)
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text((manifest.parent / "summary.json").read_text())
+    with open(folder / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "manifest.csv"
+
+
+def test_empty_or_one_sided_val_is_a_clear_error(tmp_path):
+    base = tmp_path
+    root = tiny_dataset(base / "ds", classes=("neutral", "porn", "sexy"), per_class=8, size=32)
+    data.prepare(root, progress=False).write(base / "01")
+    manifest = base / "01" / "manifest.csv"
+    model_path = tiny_backbone(base / "mine", image_size=32)
+    spec_before = spec_path_for(model_path).read_bytes()
+
+    def no_val(r):
+        if r["split"] == "val":
+            r["split"] = "train"
+
+    def safe_val_only(r):
+        if r["split"] == "val" and r["class"] != "neutral":
+            r["split"] = "train"
+
+    empty = _rewrite_manifest(manifest, base / "empty", no_val)
+    with pytest.raises(data.DatasetError, match="val split is empty"):
+        evaluate.evaluate_run(model_path, empty, base / "e1", baseline=None, update_spec=True)
+    one_sided = _rewrite_manifest(manifest, base / "one", safe_val_only)
+    with pytest.raises(data.DatasetError, match="0 NSFW"):
+        evaluate.evaluate_run(model_path, one_sided, base / "e2", baseline=None, update_spec=True)
+    assert spec_path_for(model_path).read_bytes() == spec_before  # no threshold written
+    assert not (base / "e1").exists() and not (base / "e2").exists()
+    # the threshold chooser refuses one-sided data instead of returning a useless threshold
+    with pytest.raises(ValueError, match="both NSFW and safe"):
+        evaluate.choose_threshold(np.zeros(4), np.linspace(0.1, 0.9, 4))
+    with pytest.raises(ValueError, match="both NSFW and safe"):
+        evaluate.choose_threshold(np.zeros(0), np.zeros(0))
+    # a one-sided test set is still evaluated (no threshold chosen on it)
+    r = evaluate.evaluate_predictions(np.array([1, 2]), np.array([[.1, .8, .1], [.2, .2, .6]]),
+                                      class_names=["neutral", "porn", "sexy"],
+                                      nsfw_classes=["porn", "sexy"])
+    assert r["binary"]["operating_point"]["threshold"] is None
+    assert r["binary"]["operating_point"]["met"] is False

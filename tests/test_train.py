@@ -108,13 +108,95 @@ def test_one_class_dataset_is_refused_clearly(tmp_path):
 
 def test_resume_refuses_a_different_config(prepared, tmp_path):
     manifest, backbone = prepared
-    train.train(manifest, tmp_path / "out", _config(backbone, epochs_finetune=0), verbose=False)
+    first = train.train(manifest, tmp_path / "out", _config(backbone, epochs_finetune=0),
+                        verbose=False)
     with pytest.raises(ValueError, match="different config"):
         train.train(manifest, tmp_path / "out", _config(backbone, epochs_finetune=0, seed=5),
                     verbose=False)
+    # an evaluation chose a threshold for the finished model
+    spec_path = spec_path_for(first.model_path)
+    ModelSpec.load(spec_path).replace(threshold=0.37).save(spec_path)
+    model_bytes = first.model_path.read_bytes()
     again = train.train(manifest, tmp_path / "out", _config(backbone, epochs_finetune=0),
                         verbose=False)  # same config, finished: nothing more to do
-    assert again.resumed_from == again.steps
+    assert again.resumed_from == again.steps == first.steps
+    assert first.model_path.read_bytes() == model_bytes  # not re-saved
+    assert ModelSpec.load(spec_path).threshold == pytest.approx(0.37)  # not reset to 0.5
+    assert again.spec.threshold == pytest.approx(0.37)
+
+
+def test_resume_refuses_a_different_manifest_with_the_same_count(prepared, tmp_path):
+    manifest, backbone = prepared
+    train.train(manifest, tmp_path / "out", _config(backbone, epochs_finetune=0), verbose=False)
+    rows = data.read_manifest(manifest)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    val_row = next(r for r in rows if r["split"] == "val")
+    train_rows[0]["split"], val_row["split"] = "val", "train"  # same counts, other split
+    other = tmp_path / "other" / "manifest.csv"
+    other.parent.mkdir()
+    (other.parent / "summary.json").write_text((manifest.parent / "summary.json").read_text())
+    with open(other, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(data.read_manifest(other, split="train")) == len(train_rows)
+    with pytest.raises(ValueError, match="different config or dataset"):
+        train.train(other, tmp_path / "out", _config(backbone, epochs_finetune=0), verbose=False)
+
+
+def test_only_the_chief_writes_into_the_run_folder(prepared, tmp_path, monkeypatch):
+    from types import SimpleNamespace as NS
+
+    class Cluster:
+        def __init__(self, jobs):
+            self.jobs = jobs
+
+        def as_dict(self):
+            return self.jobs
+
+    def strategy(task_type, task_id, jobs):
+        return NS(cluster_resolver=NS(task_type=task_type, task_id=task_id,
+                                      cluster_spec=lambda: Cluster(jobs)))
+
+    workers = {"worker": ["a:1", "b:1"]}
+    with_chief = {"chief": ["c:1"], "worker": ["a:1", "b:1"]}
+    assert train.is_chief(NS())  # one machine, no resolver
+    assert train.is_chief(strategy(None, None, {}))
+    assert train.is_chief(strategy("chief", 0, with_chief))
+    assert not train.is_chief(strategy("worker", 0, with_chief))
+    assert train.is_chief(strategy("worker", 0, workers))
+    assert not train.is_chief(strategy("worker", 1, workers))
+    # a non-chief worker trains but leaves the shared run folder alone
+    manifest, backbone = prepared
+    monkeypatch.setattr(train, "is_chief", lambda s: False)
+    run = tmp_path / "shared"
+    result = train.train(manifest, run, _config(backbone, epochs_finetune=0), verbose=False)
+    assert list(run.iterdir()) == []
+    assert result.model_path.is_file() and run not in result.model_path.parents
+
+
+def test_mixed_precision_reaches_a_nested_keras_backbone():
+    """A keras: backbone is one nested model: the policy must reach its layers, and phase 2
+    must unfreeze the copy's layers (not the original model's)."""
+    import keras
+
+    cfg = train.TrainConfig(backbone="keras:MobileNetV2", weights=None, image_size=32)
+    model, _, base_layers = train.build_classifier(cfg, ["a", "b"])
+    mixed = train.to_dtype_policy(model, "mixed_bfloat16")
+    nested = next(l for l in mixed.layers if isinstance(l, keras.Model))
+    convs = [l for l in nested.layers if isinstance(l, keras.layers.Conv2D)]
+    assert convs and all(l.compute_dtype == "bfloat16" for l in convs)
+    assert mixed.layers[-1].compute_dtype == "float32"  # float32 probabilities
+    mapped = train.map_layers(model, mixed, base_layers)
+    assert len(mapped) == len(base_layers) and all(m is not o for m, o in zip(mapped, base_layers))
+    assert {id(l) for l in mapped} <= {id(l) for l in nested.layers}
+    assert train.set_trainable(mixed, mapped, "head", unfreeze=3) == 2  # head kernel + bias
+    n = train.set_trainable(mixed, mapped, "finetune", unfreeze=3)
+    assert n > 2, n  # the top 3 backbone weight layers train too
+    backbone_vars = {id(v) for l in nested.layers for v in l.trainable_weights}
+    assert sum(id(v) in backbone_vars for v in mixed.trainable_weights) == n - 2
+    x = np.full((2, 32, 32, 3), 100, np.float32)
+    np.testing.assert_allclose(mixed.predict(x, verbose=0), model.predict(x, verbose=0), atol=3e-2)
 
 
 def test_early_stopping_skips_the_rest_of_a_phase(prepared, tmp_path):
@@ -148,13 +230,16 @@ print("RESULT", json.dumps({"steps": result.steps, "resumed_from": result.resume
 
 
 def _run(manifest, out, cfg):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    """Train in a child process (one intra-op thread both here and there: CPU results are then
+    bit-for-bit reproducible)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(manifest), str(out), json.dumps(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_ends_with_the_same_steps(prepared, tmp_path):
+def test_kill_9_mid_epoch_then_resume_ends_with_the_same_steps_and_weights(prepared, tmp_path):
     manifest, backbone = prepared
     n_train = len(data.read_manifest(manifest, split="train"))
     steps_per_epoch = int(np.ceil(n_train / 4))
@@ -195,3 +280,15 @@ def test_kill_9_mid_epoch_then_resume_ends_with_the_same_steps(prepared, tmp_pat
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1", "2"]
     assert (out / "model.keras").is_file() and (out / "model.spec.json").is_file()
     assert len([p for p in (out / "checkpoints").iterdir() if p.is_dir()]) == 1
+    # the same run without interruption gives the same losses and the same final weights
+    plain = _run(manifest, tmp_path / "plain", dict(cfg, throttle_s=0.0))
+    text, _ = plain.communicate(timeout=180)
+    assert plain.returncode == 0, text
+    with open(out / "log.csv") as a, open(tmp_path / "plain" / "log.csv") as b:
+        assert list(csv.DictReader(a)) == list(csv.DictReader(b))
+    import keras
+
+    killed_w = keras.saving.load_model(out / "model.keras").get_weights()
+    plain_w = keras.saving.load_model(tmp_path / "plain" / "model.keras").get_weights()
+    for a, b in zip(killed_w, plain_w):
+        np.testing.assert_array_equal(a, b)
