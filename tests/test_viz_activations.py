@@ -132,3 +132,24 @@ def test_atomic_json_and_names(tmp_path):
     path = outputs.atomic_write_json(tmp_path / "a" / "m.json", {"x": np.float32(1.5), "y": np.inf, "z": np.arange(2)})
     assert json.loads(path.read_text()) == {"x": 1.5, "y": None, "z": [0, 1]}
     assert outputs.safe_name("backbone/block 1:relu") == "backbone__block_1_relu"
+
+
+def test_plot_helpers(tmp_path, tiny_model, branching_model):
+    from matplotlib.figure import Figure
+
+    from nsfwkit.viz import plot
+
+    result = act.activations(tiny_model, TINY_X * 60, layers=["conv"])
+    fig = plot.plot_most_active(np.full((4, 4, 3), 128.0), result, count=1)
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    # TINY_X channel means: 19/16 (channel 0) > 17/16 (channel 1)
+    assert fig.axes[1].get_title() == "conv: the 1 most active channels (0)"
+    results = filters.visualize_filters(branching_model, ["stem", "mixed"], filters=2, recipe="classic", steps=1)
+    fig = plot.plot_filters(results, labels=["first", "second"])
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["first", "second"]
+    assert [t.get_text() for ax in plot.plot_filters(results).axes for t in ax.texts] == ["stem", "mixed"]
+    with pytest.raises(ValueError, match="1 entries for 2 results"):
+        plot.plot_filters(results, labels=["one"])
+    path = plot.save_figure(fig, tmp_path / "f.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["f.png"]

@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 
 from viz_fixtures import (  # noqa: F401  (fixtures)
+    FLAT_A,
+    FLAT_G,
     TINY_B,
     TINY_W,
     TINY_X,
     assert_same_model,
     branching_model,
+    build_flat_head_model,
     build_nested_model,
+    build_tiny_model,
     cat_image,
     default_model,
     model_fingerprint,
@@ -59,20 +63,33 @@ def test_default_class_is_top1(tiny_model):
     np.testing.assert_allclose(result.probabilities[0], np.exp(z) / np.exp(z).sum(), rtol=1e-5)
 
 
-def test_grad_cam_plus_plus_matches_closed_form(tiny_model):
-    # g_k = W[k,c]/16 is constant over space, so alpha_k = 1 / (2 + S_k g_k) with S_k = sum A_k,
-    # and w_k = 16 alpha_k relu(g_k).
-    sums = TINY_X.sum(axis=(0, 1))
-    for c in (0, 1):
-        g = TINY_W[:, c] / 16
-        alpha = np.where(g != 0, 1 / (2 + sums * g), 0)
-        w = 16 * alpha * np.maximum(g, 0)
-        expected = np.maximum(TINY_X @ w, 0)
-        expected = expected / expected.max()
-        maps = cam.grad_cam_plus_plus(tiny_model, TINY_X, class_index=c)
-        np.testing.assert_allclose(maps[0], expected, atol=1e-6)
-    # class 0: w = (16/51, 16/81)
-    np.testing.assert_allclose(16 / 51 / (16 / 81), (1 / (2 + 19 / 16)) / (0.5 / (2 + 17 / 32)), rtol=1e-6)
+def test_grad_cam_plus_plus_matches_hand_computation():
+    # Worked by hand (A = FLAT_A, g = FLAT_G; alpha = 1 / (2 + S g) where g != 0, S = sum A):
+    # channel 0: S = 6, g = [[1, -1], [2, .5]] -> alpha = [[1/8, -1/4], [1/14, 1/5]];
+    #   normalised over g > 0 by 1/8 + 1/14 + 1/5 = 111/280;
+    #   w0 = (1/8 + 2/14 + .5/5) / (111/280) = 103/111.
+    # channel 1: S = 4, g = [[.5, 1], [-2, .25]] -> alpha = [[1/4, 1/6], [-1/6, 1/3]];
+    #   normalised by 1/4 + 1/6 + 1/3 = 3/4; w1 = (.5/4 + 1/6 + .25/3) / (3/4) = 1/2.
+    # Not normalising (the old formula) gives w = (103/280, 9/24); normalising over all positions
+    # (tf-keras-vis) (103/41, 9/14); Grad-CAM (0.625, -0.0625).
+    w = np.array([103 / 111, 1 / 2])
+    expected = FLAT_A @ w
+    expected /= expected.max()
+    maps = cam.grad_cam_plus_plus(build_flat_head_model(), FLAT_A, class_index=0, layer="conv")
+    assert maps.shape == (1, 2, 2)
+    np.testing.assert_allclose(maps[0], expected, atol=1e-6)
+    for other in (np.array([103 / 280, 9 / 24]), np.array([103 / 41, 9 / 14]), np.array([0.625, -0.0625])):
+        wrong = np.maximum(FLAT_A @ other, 0)
+        assert np.abs(maps[0] - wrong / wrong.max()).max() > 0.02
+
+
+def test_grad_cam_plus_plus_with_constant_gradients_is_grad_cam(tiny_model):
+    # With a GAP head g_k = W[k,c]/16 is constant over space: the normalised alpha is 1/16 and
+    # w_k = relu(g_k), i.e. Grad-CAM with relu'd weights. Class 0 (W = 1, 0.5): the Grad-CAM map;
+    # class 1 (W = -2, 1): only channel 1.
+    maps = cam.grad_cam_plus_plus(tiny_model, np.stack([TINY_X, TINY_X]), class_index=[0, 1])
+    np.testing.assert_allclose(maps[0], HAND_GRAD_CAM_0, atol=1e-6)
+    np.testing.assert_allclose(maps[1], TINY_X[..., 1] / TINY_X[..., 1].max(), atol=1e-6)
 
 
 def test_score_cam_matches_numpy_reference(tiny_model):
@@ -88,6 +105,39 @@ def test_score_cam_matches_numpy_reference(tiny_model):
         expected /= expected.max()
         maps = cam.score_cam(tiny_model, TINY_X, class_index=c)
         np.testing.assert_allclose(maps[0], expected, atol=1e-5)
+
+
+def _tiny_logits(x, units=2):
+    return x.mean(axis=(0, 1)) @ TINY_W[:, :units] + TINY_B[:units]
+
+
+def test_logits_output_model_gets_probabilities():
+    # A model that outputs raw logits: Score-CAM weights and probabilities are the softmax of the
+    # scores, so everything equals the softmax model's.
+    softmax_model, logits_model = build_tiny_model(), build_tiny_model(activation=None)
+    for method in cam.METHODS:
+        a = cam.compute_cam(softmax_model, TINY_X, method=method, class_index=1)
+        b = cam.compute_cam(logits_model, TINY_X, method=method, class_index=1)
+        np.testing.assert_allclose(b.maps, a.maps, atol=1e-5)
+        np.testing.assert_allclose(b.probabilities, a.probabilities, atol=1e-6)
+        assert abs(b.probabilities.sum() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_single_unit_binary_model(activation):
+    # One sigmoid unit (or its raw logit): the probability is sigmoid(z), not a softmax over one
+    # unit (always 1); Score-CAM weights are sigmoid of the masked inputs' logits.
+    model = build_tiny_model(activation=activation, units=1)
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    result = cam.compute_cam(model, TINY_X, method="score_cam")
+    assert result.class_index.tolist() == [0]
+    np.testing.assert_allclose(result.probabilities[0], sigmoid(_tiny_logits(TINY_X, 1)), rtol=1e-5)
+    masks = [TINY_X[..., k] / TINY_X[..., k].max() for k in range(2)]
+    weights = np.array([sigmoid(_tiny_logits(TINY_X * m[..., None], 1))[0] for m in masks])
+    expected = np.maximum(TINY_X @ weights, 0)
+    np.testing.assert_allclose(result.maps[0], expected / expected.max(), atol=1e-5)
+    grad = cam.compute_cam(model, TINY_X, method="grad_cam")
+    np.testing.assert_allclose(grad.probabilities, result.probabilities, rtol=1e-5)
 
 
 def test_cam_at_the_images_resolution(tiny_model):

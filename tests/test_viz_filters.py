@@ -13,17 +13,88 @@ from nsfwkit.viz.layers import LayerNotFoundError
 
 @pytest.mark.parametrize("recipe,steps", [("classic", 30), ("quality", 30)])
 def test_optimiser_raises_the_target_channel_on_the_default_model(default_model, recipe, steps):
+    import tensorflow as tf
+
+    from nsfwkit.viz.layers import feature_model
+
     model, _ = default_model
-    result = filters.maximize_filters(
-        model, "block_7_depthwise_relu", filters=[1, 2, 3], recipe=recipe, steps=steps, seed=0
-    )
+    layer, chosen = "block_7_depthwise_relu", [1, 2, 3]
+    result = filters.maximize_filters(model, layer, filters=chosen, recipe=recipe, steps=steps, seed=0)
     assert result.images.shape == (3, 224, 224, 3) and result.images.dtype == np.uint8
     assert result.inputs.min() >= 0 and result.inputs.max() <= 255
     assert result.channels == 384 and result.filters == (1, 2, 3)
-    # every filter's own channel goes up by a large factor over the random start
-    gain = result.activation_reached / np.maximum(result.activation_start, 1e-3)
-    assert (gain > 5).all(), (result.activation_start, result.activation_reached)
-    assert (result.objective_reached > result.objective_start + 0.5).all()
+    # The objective rises far beyond how much it varies between random starts (seeds 0..5);
+    # measured: increase 0.9-5.0, spread 0.002-0.03.
+    starts = np.stack([
+        filters.maximize_filters(model, layer, filters=chosen, recipe=recipe, steps=0, seed=s).objective_start
+        for s in range(6)
+    ])
+    np.testing.assert_allclose(starts[0], result.objective_start, rtol=1e-5, atol=1e-6)
+    increase = result.objective_reached - result.objective_start
+    assert (increase > 0.5).all() and (increase > 20 * starts.std(axis=0)).all(), (increase, starts.std(axis=0))
+    # Selective: image i drives channel filters[i] above that channel on the images optimised
+    # for the other filters.
+    pre = feature_model(model, [layer], head=None, pre_activation=True)
+    feats = np.asarray(tf.nest.flatten(pre(result.inputs, training=False))[0])
+    b = result.parameters["border"]
+    assert b == 1  # 14x14 map
+    means = feats[:, b:-b, b:-b, :].mean(axis=(1, 2))[:, chosen]  # (image, filter)
+    np.testing.assert_allclose(np.diag(means), result.objective_reached, rtol=1e-4, atol=1e-4)
+    for i in range(3):
+        others = np.delete(means[:, i], i)
+        assert means[i, i] > others.max() + 0.5, means
+    # Activation gain only where the ReLU6 output was alive at the start (a 0 start would make
+    # any ratio meaningless).
+    live = result.activation_start > 0.005
+    assert live.sum() >= 2, result.activation_start
+    assert (result.activation_reached[live] / result.activation_start[live] > 5).all(), (
+        result.activation_start, result.activation_reached)
+    assert np.isinf(result.gain[~live & (result.activation_start <= 0)]).all()
+
+
+@pytest.mark.parametrize("recipe", filters.RECIPES)
+def test_jit_compile_on_cpu(branching_model, recipe):
+    # XLA has no kernel for ImageProjectiveTransformV3: the quality recipe must compile whole.
+    eager = filters.maximize_filters(branching_model, "mixed", filters=4, recipe=recipe, steps=4, seed=3,
+                                     progress=False)
+    jit = filters.maximize_filters(branching_model, "mixed", filters=4, recipe=recipe, steps=4, seed=3,
+                                   jit_compile=True, progress=False)
+    assert np.isfinite(jit.inputs).all() and jit.images.shape == eager.images.shape
+    np.testing.assert_allclose(jit.objective_start, eager.objective_start, atol=1e-5)
+    np.testing.assert_allclose(jit.objective_reached, eager.objective_reached, rtol=0.05, atol=0.02)
+    if recipe == "classic":  # (Adam's g / sqrt(v) amplifies rounding where gradients are ~0)
+        np.testing.assert_allclose(jit.inputs, eager.inputs, atol=0.05)
+
+
+def test_affine_warp_matches_the_image_projective_transform():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (4, 23, 19, 3)).astype(np.float32)
+    theta = np.deg2rad(rng.uniform(-5, 5, 4))
+    scale = np.array([0.95, 1.0, 1.05, 0.975])
+    matrix = np.stack([np.cos(theta) / scale, np.sin(theta) / scale, rng.integers(-24, 25, 4),
+                       -np.sin(theta) / scale, np.cos(theta) / scale, rng.integers(-24, 25, 4)], 1)
+    matrix[2, 2] += 0.37  # a sub-pixel shift
+    matrix = matrix.astype(np.float32)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=np.concatenate([matrix, np.zeros((4, 2), np.float32)], 1),
+        output_shape=[23, 19], fill_value=0.5, interpolation="BILINEAR", fill_mode="CONSTANT").numpy()
+    ours = filters.affine_warp(tf.constant(images), tf.constant(matrix), fill_value=0.5).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    assert (ours == 0.5).any() and (ours != 0.5).any()  # both fill and image pixels exercised
+    compiled = tf.function(lambda x, m: filters.affine_warp(x, m, fill_value=0.5), jit_compile=True)
+    np.testing.assert_allclose(compiled(images, matrix).numpy(), expected, atol=1e-5)
+    # identity: the input itself
+    eye = np.tile(np.array([[1, 0, 0, 0, 1, 0]], np.float32), (4, 1))
+    np.testing.assert_allclose(filters.affine_warp(tf.constant(images), tf.constant(eye)).numpy(), images)
+
+
+def test_progress_on_by_default(branching_model, capsys):
+    filters.maximize_filters(branching_model, "stem", filters=1, recipe="classic", steps=2)
+    assert "stem (classic)" in capsys.readouterr().err
+    filters.maximize_filters(branching_model, "stem", filters=1, recipe="classic", steps=2, progress=False)
+    assert "stem" not in capsys.readouterr().err
 
 
 def test_each_image_maximises_its_own_filter(branching_model):

@@ -27,19 +27,45 @@ TINY_X = np.array(
 )
 
 
-def build_tiny_model():
-    """Input (4, 4, 2) -> Conv2D 1x1 identity "conv" -> GAP -> Dense(2, softmax) "dense"."""
+def build_tiny_model(activation: str | None = "softmax", units: int = 2):
+    """Input (4, 4, 2) -> Conv2D 1x1 identity "conv" -> GAP -> Dense(units, activation) "dense".
+
+    The Dense kernel/bias are the first ``units`` columns of ``TINY_W`` / ``TINY_B``;
+    ``activation=None`` gives a model that outputs raw logits.
+    """
     import keras
 
     inputs = keras.Input((4, 4, 2), name="image")
     conv = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")
     x = conv(inputs)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    dense = keras.layers.Dense(2, activation="softmax", name="dense")
+    dense = keras.layers.Dense(units, activation=activation, name="dense")
     outputs = dense(x)
     model = keras.Model(inputs, outputs, name="tiny")
     conv.set_weights([np.eye(2, dtype=np.float32).reshape(1, 1, 2, 2)])
-    dense.set_weights([TINY_W, TINY_B])
+    dense.set_weights([TINY_W[:, :units], TINY_B[:units]])
+    return model
+
+
+#: A 2x2x2 feature map (channels last) and the gradient of class 0's logit with respect to it,
+#: for :func:`build_flat_head_model` (Flatten + Dense: dlogit_0/dA = the kernel's column 0).
+FLAT_A = np.stack([[[1.0, 2.0], [0.0, 3.0]], [[2.0, 0.0], [1.0, 1.0]]], axis=-1).astype(np.float32)
+FLAT_G = np.stack([[[1.0, -1.0], [2.0, 0.5]], [[0.5, 1.0], [-2.0, 0.25]]], axis=-1).astype(np.float32)
+
+
+def build_flat_head_model():
+    """Input (2, 2, 2) -> identity 1x1 "conv" -> Flatten -> Dense(2, softmax) whose class-0
+    column is ``FLAT_G`` (so the gradient varies over space and has negative entries)."""
+    import keras
+
+    inputs = keras.Input((2, 2, 2), name="image")
+    conv = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")
+    x = keras.layers.Flatten(name="flat")(conv(inputs))
+    dense = keras.layers.Dense(2, activation="softmax", name="dense")
+    model = keras.Model(inputs, dense(x), name="flat_head")
+    conv.set_weights([np.eye(2, dtype=np.float32).reshape(1, 1, 2, 2)])
+    kernel = np.stack([FLAT_G.reshape(-1), np.linspace(-1, 1, 8)], axis=1).astype(np.float32)
+    dense.set_weights([kernel, np.zeros(2, np.float32)])
     return model
 
 

@@ -17,13 +17,24 @@ Recipes (``A`` = the layer's activations ``(h, w, K)``, ``y`` = the class logit,
 ``g = dy/dA``):
 
 * Grad-CAM (Selvaraju et al. 2017): ``w_k = mean_ij g``, ``cam = relu(sum_k w_k A_k)``.
-* Grad-CAM++ (Chattopadhay et al. 2018), with the exponential of the score, which cancels:
-  ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)`` (0 where the denominator is 0),
-  ``w_k = sum_ij alpha relu(g)``, ``cam = relu(sum_k w_k A_k)``.
+* Grad-CAM++ (Chattopadhay et al. 2018), as in the authors' reference code
+  (``adityac94/Grad_CAM_plus_plus``, ``misc/utils.py``) and tf-keras-vis ``GradcamPlusPlus``:
+  ``alpha_ij = g^2 / (2 g^2 + sum_ab(A) g^3)`` (the denominator taken as 1 where it is 0);
+  ``alpha`` is then **normalised over space per channel**, dividing by its sum over the
+  positions where ``g > 0`` (the authors' thresholding; tf-keras-vis sums over all positions);
+  ``w_k = sum_ij alpha_ij relu(g_ij)``, ``cam = relu(sum_k w_k A_k)``. The references multiply
+  ``g`` by ``exp(score)``: it cancels in ``alpha`` and scales each map by a constant that the
+  max-normalisation removes, so it is left out (it overflows for large scores). When ``g`` is
+  constant over space this reduces to Grad-CAM with ``relu`` on the weights.
 * Score-CAM (Wang et al. 2020): each channel is upsampled to the input size, min-max scaled to
-  ``[0, 1]`` and used to mask the input; ``w_k`` is the model's output probability of the class
-  for that masked input; ``cam = relu(sum_k w_k A_k)``. It costs one forward pass per channel;
-  ``max_channels`` keeps only the highest-variance channels (Faster Score-CAM).
+  ``[0, 1]`` and used to mask the input; ``w_k`` is the class probability of that masked input;
+  ``cam = relu(sum_k w_k A_k)``. It costs one forward pass per channel; ``max_channels`` keeps
+  only the highest-variance channels (Faster Score-CAM).
+
+Probabilities (``CamResult.probabilities`` and Score-CAM's weights) are made from the
+pre-activation scores the way the model's head makes them
+(:func:`nsfwkit.viz.layers.scores_to_probabilities`): softmax for a softmax head, sigmoid for a
+sigmoid head; for a model that outputs raw logits, softmax (sigmoid when it has one unit).
 
 Maps are computed at the layer's resolution and upsampled bilinearly.
 """
@@ -35,7 +46,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .layers import as_model_input, cached, feature_model, forward_fn, last_conv_layer, layer_path
+from .layers import (
+    as_model_input,
+    cached,
+    feature_model,
+    forward_fn,
+    last_conv_layer,
+    layer_path,
+    scores_to_probabilities,
+)
 
 __all__ = [
     "CamResult",
@@ -58,7 +77,8 @@ class CamResult:
     Attributes:
         maps: ``float32`` ``(N, H, W)`` in ``[0, 1]`` at the images' resolution.
         class_index: ``int`` ``(N,)``, the class each map explains.
-        probabilities: ``float32`` ``(N, classes)``, the model's softmax output.
+        probabilities: ``float32`` ``(N, classes)``, class probabilities (the model's softmax
+            or sigmoid output; a softmax/sigmoid of the scores for a logits-output model).
         layer: path of the layer the maps were computed on.
         method: one of :data:`METHODS`.
     """
@@ -125,23 +145,18 @@ def _normalize(maps: np.ndarray) -> np.ndarray:
     return np.clip(maps / peak, 0.0, 1.0).astype(np.float32)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _grad_weights(acts: np.ndarray, grads: np.ndarray, method: str) -> np.ndarray:
     """Channel weights ``(N, K)`` from activations and gradients ``(N, h, w, K)``."""
     if method == "grad_cam":
         return grads.mean(axis=(1, 2))
-    # Grad-CAM++ (exp(score) cancels between numerator and denominator).
+    # Grad-CAM++ as in the authors' code (exp(score) left out: see the module docstring).
     g2 = grads**2
     g3 = g2 * grads
     total = acts.sum(axis=(1, 2), keepdims=True)
     denom = 2.0 * g2 + total * g3
-    safe = np.where(denom != 0.0, denom, 1.0)
-    alpha = np.where(denom != 0.0, g2 / safe, 0.0)
+    alpha = g2 / np.where(denom != 0.0, denom, 1.0)
+    norm = np.where(grads > 0.0, alpha, 0.0).sum(axis=(1, 2), keepdims=True)
+    alpha = alpha / np.where(norm != 0.0, norm, 1.0)
     return (alpha * np.maximum(grads, 0.0)).sum(axis=(1, 2))
 
 
@@ -196,7 +211,7 @@ def compute_cam(
         weights = _grad_weights(acts, grads, method)
         maps.append(np.einsum("nhwk,nk->nhw", acts, weights))
         used.append(chosen.numpy())
-        probs.append(_softmax(logits.numpy()))
+        probs.append(scores_to_probabilities(model, logits.numpy()))
     raw = np.concatenate(maps)
     return CamResult(
         maps=_normalize(_upsample(_normalize(raw), size)),
@@ -208,13 +223,13 @@ def compute_cam(
 
 
 def _score_cam(model, x, size, cls, layer, *, batch_size: int, max_channels: int | None) -> CamResult:
-    forward = forward_fn(model, [layer])
-    score_fn = forward_fn(model, [])
+    forward = forward_fn(model, [layer], head="logits")
+    score_fn = forward_fn(model, [], head="logits")
     side = tuple(x.shape[1:3])
     maps, used, probs = [], [], []
     for i in range(x.shape[0]):
         acts, out = forward(x[i : i + 1])
-        acts, out = acts.numpy()[0], out.numpy()[0]
+        acts, out = acts.numpy()[0], scores_to_probabilities(model, out.numpy())[0]
         if acts.ndim != 3:
             raise ValueError(f"layer {layer!r} outputs shape {acts.shape}; a CAM needs a 4-D feature map")
         c = int(np.argmax(out)) if cls[i] < 0 else int(cls[i])
@@ -231,7 +246,7 @@ def _score_cam(model, x, size, cls, layer, *, batch_size: int, max_channels: int
             span = high - low
             masks = np.where(span > 0, (masks - low) / np.where(span > 0, span, 1.0), 0.0)
             masked = (x[i][None] * masks[..., None]).astype(np.float32)
-            scores = score_fn(masked)[0].numpy()[:, c]
+            scores = scores_to_probabilities(model, score_fn(masked)[0].numpy())[:, c]
             weights[chunk] = np.where(span[:, 0, 0] > 0, scores, 0.0)
         maps.append(np.einsum("hwk,k->hw", acts, weights))
         used.append(c)

@@ -32,7 +32,6 @@ Each result reports, per filter, the objective on the start image and on the fin
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from typing import Sequence
 
@@ -40,7 +39,7 @@ import numpy as np
 
 from .layers import cached, default_filter_layers, feature_model, input_size, layer_path
 
-__all__ = ["RECIPES", "DEFAULT_STEPS", "FilterResult", "maximize_filters", "visualize_filters"]
+__all__ = ["RECIPES", "DEFAULT_STEPS", "FilterResult", "affine_warp", "maximize_filters", "visualize_filters"]
 
 RECIPES = ("classic", "quality")
 #: Default number of steps per recipe.
@@ -121,6 +120,50 @@ def _fourier_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
     return (scale * np.sqrt(w * h)).astype(np.float32)
 
 
+def affine_warp(images, matrix, *, fill_value: float = 0.5):
+    """Bilinear affine warp built from ``gather`` (differentiable, XLA-compilable).
+
+    Output pixel ``(y, x)`` reads the input at ``(a3 x + a4 y + a5, a0 x + a1 y + a2)``; corners
+    outside the image read ``fill_value``. This is exactly ``tf.raw_ops.ImageProjectiveTransformV3``
+    with ``interpolation="BILINEAR", fill_mode="CONSTANT"`` for affine matrices, but unlike that op
+    it has an XLA kernel (``jit_compile=True`` works on CPU and GPU) and its gradient is the exact
+    adjoint of the warp.
+
+    Args:
+        images: ``float`` tensor ``(N, H, W, C)``.
+        matrix: ``float32`` ``(N, 6)`` rows ``[a0, a1, a2, a3, a4, a5]`` mapping output to input
+            coordinates.
+        fill_value: the value outside the input.
+
+    Returns:
+        A tensor shaped like ``images``.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    ys, xs = tf.meshgrid(tf.range(hf), tf.range(wf), indexing="ij")
+    xs, ys = tf.reshape(xs, [1, -1]), tf.reshape(ys, [1, -1])
+    a = [matrix[:, i : i + 1] for i in range(6)]
+    x_in = a[0] * xs + a[1] * ys + a[2]  # (N, H*W)
+    y_in = a[3] * xs + a[4] * ys + a[5]
+    x0, y0 = tf.floor(x_in), tf.floor(y_in)
+    flat = tf.reshape(images, [n, -1, c])
+    fill = tf.cast(fill_value, images.dtype)
+
+    def read(yy, xx):
+        inside = (yy >= 0.0) & (yy < hf) & (xx >= 0.0) & (xx < wf)
+        index = tf.cast(tf.clip_by_value(yy, 0.0, hf - 1.0) * wf + tf.clip_by_value(xx, 0.0, wf - 1.0), tf.int32)
+        return tf.where(inside[..., None], tf.gather(flat, index, batch_dims=1), fill)
+
+    wx = tf.cast((x_in - x0)[..., None], images.dtype)
+    wy = tf.cast((y_in - y0)[..., None], images.dtype)
+    top = (1.0 - wx) * read(y0, x0) + wx * read(y0, x0 + 1.0)
+    bottom = (1.0 - wx) * read(y0 + 1.0, x0) + wx * read(y0 + 1.0, x0 + 1.0)
+    return tf.reshape((1.0 - wy) * top + wy * bottom, shape)
+
+
 def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool):
     """Compiled (objective, classic step, quality step, param->image) for one layer."""
 
@@ -157,12 +200,8 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
             a10, a11 = -tf.sin(theta) / s, tf.cos(theta) / s
             a02 = cx - (a00 * (cx + tx) + a01 * (cy + ty))
             a12 = cy - (a10 * (cx + tx) + a11 * (cy + ty))
-            zeros = tf.zeros_like(a00)
-            matrix = tf.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
-            return tf.raw_ops.ImageProjectiveTransformV3(
-                images=img, transforms=matrix, output_shape=[h, w], fill_value=0.5,
-                interpolation="BILINEAR", fill_mode="CONSTANT",
-            )
+            matrix = tf.stack([a00, a01, a02, a10, a11, a12], axis=1)
+            return affine_warp(img, matrix, fill_value=0.5)
 
         @tf.function(reduce_retracing=True, autograph=False)
         def objective(x, onehot):
@@ -213,11 +252,10 @@ def _deprocess(x: np.ndarray, *, contrast: float = 0.15) -> np.ndarray:
 
 
 def _progress(enabled: bool | None, total: int, desc: str):
+    """A ``tqdm.auto`` bar (a widget under Jupyter/papermill, text on a terminal); None = on."""
     from tqdm.auto import tqdm
 
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, disable=enabled is False, leave=False)
 
 
 def maximize_filters(
@@ -248,8 +286,11 @@ def maximize_filters(
         learning_rate: ``quality``: Adam's learning rate.
         border: feature-map pixels left out of the objective at each edge (default 2 for maps of
             16+ pixels, 1 for 5+, else 0).
-        jit_compile: compile the step with XLA (GPU).
-        progress: show a progress bar (default: when stderr is a terminal).
+        jit_compile: compile the optimisation step with XLA (GPU; works on CPU too). Both
+            recipes compile whole: the quality recipe's random affine transform is a
+            gather-based warp (:func:`affine_warp`) that XLA supports.
+        progress: show a progress bar (``tqdm.auto``: a widget in notebooks, text on a
+            terminal). None or True = on; False = off.
 
     Returns:
         A :class:`FilterResult`.

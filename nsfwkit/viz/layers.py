@@ -41,6 +41,7 @@ __all__ = [
     "forward_fn",
     "cached",
     "mixed_precision_copy",
+    "scores_to_probabilities",
 ]
 
 # Layer classes whose 4-D outputs count as "conv-like" feature maps.
@@ -462,6 +463,37 @@ def logits_model(model):
 
     sub = feature_model(model, [], head="logits")
     return keras.Model(sub.inputs[0], sub.outputs[-1], name=f"{model.name}_logits")
+
+
+def scores_to_probabilities(model, scores):
+    """Class probabilities ``(N, classes)`` from the pre-activation scores of :func:`feature_model`.
+
+    ``scores`` are what ``head="logits"`` returns. They become probabilities the way the model
+    itself would make them: a softmax head (``Dense(..., softmax)``, ``Softmax`` layer) gets a
+    softmax, a sigmoid head an element-wise sigmoid; a model whose output is already unnormalised
+    logits (linear last layer) gets a softmax, or a sigmoid when it has a single output unit
+    (a binary logit, where a softmax over one unit would always be 1).
+
+    Args:
+        model: the classifier the scores came from.
+        scores: ``(N, classes)`` array.
+
+    Returns:
+        ``float32`` ``(N, classes)`` in ``[0, 1]``.
+    """
+    import numpy as np
+
+    z = np.asarray(scores, np.float64)
+    final = output_layer(model)
+    kind, act = type(final).__name__, _activation_name(final)
+    if act == "sigmoid" and kind not in ("Dense", "Activation"):
+        p = np.exp(z)  # _linearize returned log-probabilities
+    elif act == "sigmoid" or (kind != "Softmax" and act != "softmax" and z.shape[-1] == 1):
+        p = 1.0 / (1.0 + np.exp(-z))
+    else:
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        p = e / e.sum(axis=-1, keepdims=True)
+    return p.astype(np.float32)
 
 
 def resolve_layers(model, layers: Iterable | None) -> list[str]:

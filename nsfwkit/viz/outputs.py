@@ -1,7 +1,7 @@
 """Writing the visualisation folders ``filters/`` and ``activation/`` with their JSON manifests.
 
-A folder is staged in a hidden sibling (``.filters.tmp-<pid>``) and swapped into place only when
-complete, so a reader never sees a half-written folder and a re-run replaces the previous run's
+A folder is staged in a hidden sibling (``.filters.tmp-...``, :func:`nsfwkit.fileio.replace_dir`)
+and swapped into place only when complete, so a reader never sees a half-written folder and a re-run replaces the previous run's
 outputs cleanly (no stale PNGs from a run with more layers). A folder is only replaced if it is
 empty or was written by nsfwkit (its ``manifest.json`` has an ``nsfwkit.`` schema); anything
 else raises instead of deleting user files.
@@ -73,19 +73,18 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .. import fileio
+
 __all__ = [
     "FILTERS_SCHEMA",
     "ACTIVATION_SCHEMA",
-    "atomic_write_bytes",
     "atomic_write_json",
     "staged_folder",
     "safe_name",
@@ -96,22 +95,6 @@ __all__ = [
 
 FILTERS_SCHEMA = "nsfwkit.filters/1"
 ACTIVATION_SCHEMA = "nsfwkit.activation/1"
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _jsonable(value: Any) -> Any:
@@ -132,9 +115,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def atomic_write_json(path, data: Any) -> Path:
-    """Write ``data`` as indented JSON (numpy values converted, NaN/inf as null), atomically."""
-    text = json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n"
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``data`` as indented JSON (numpy values converted, NaN/inf as null), atomically
+    (:func:`nsfwkit.fileio.write_json`)."""
+    return fileio.write_json(path, _jsonable(data))
 
 
 def read_manifest(folder) -> dict:
@@ -161,6 +144,8 @@ def _ours(folder: Path) -> bool:
 def staged_folder(dest) -> Iterator[Path]:
     """Yield an empty staging folder; on success it replaces ``dest`` (on error it is removed).
 
+    :func:`nsfwkit.fileio.replace_dir`, refusing to replace a folder nsfwkit did not write.
+
     Raises:
         FileExistsError: ``dest`` exists and is not an nsfwkit output folder (or not a folder).
     """
@@ -170,20 +155,8 @@ def staged_folder(dest) -> Iterator[Path]:
             f"{dest}: exists and is not an nsfwkit output folder (no nsfwkit manifest.json); "
             "refusing to replace it; choose another --out"
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
+    with fileio.replace_dir(dest) as stage:
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.replace(dest, old / dest.name)
-    os.replace(stage, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def safe_name(text: str) -> str:
