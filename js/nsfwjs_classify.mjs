@@ -9,25 +9,13 @@
 // The pixels are decoded by Python, so both sides see the same bytes and only nsfwjs's own
 // preprocessing (÷255, bilinear resize with corners aligned) and network are under test.
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
 
-// nsfwjs logs a hosting notice with console.log: keep stdout for our JSON alone.
-for (const level of ["log", "info", "debug"]) console[level] = (...args) => console.error(...args);
-const require = createRequire(import.meta.url);
-const tf = await import("@tensorflow/tfjs");
-const wasm = await import("@tensorflow/tfjs-backend-wasm");
-const nsfwjs = await import("nsfwjs");
+import { initTfjs } from "./tfjs_node.mjs";
 
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const backend = request.backend ?? "wasm";
-if (backend === "wasm") {
-  const wasmDir = path.dirname(require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm"));
-  wasm.setWasmPaths(wasmDir + path.sep);
-}
-await tf.setBackend(backend);
-await tf.ready();
+const tf = await initTfjs(request.backend ?? "wasm");
+const nsfwjs = await import("nsfwjs");
 
 const t0 = performance.now();
 const model = await nsfwjs.load(request.model ?? "MobileNetV2");

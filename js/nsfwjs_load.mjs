@@ -8,24 +8,13 @@
 // This is the documented nsfwjs path for self-hosted models: nsfwjs.load(url, {type: "graph",
 // size}); nsfwjs then does its own preprocessing (pixels / 255, bilinear resize, corners aligned).
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
 
-for (const level of ["log", "info", "debug", "warn"]) console[level] = (...a) => console.error(...a);
-const require = createRequire(import.meta.url);
-const tf = await import("@tensorflow/tfjs");
-const wasm = await import("@tensorflow/tfjs-backend-wasm");
-const nsfwjs = await import("nsfwjs");
+import { initTfjs } from "./tfjs_node.mjs";
 
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const backend = request.backend ?? "wasm";
-if (backend === "wasm") {
-  const wasmFile = require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm");
-  wasm.setWasmPaths(path.dirname(wasmFile) + path.sep);
-}
-await tf.setBackend(backend);
-await tf.ready();
+const tf = await initTfjs(request.backend ?? "wasm");
+const nsfwjs = await import("nsfwjs");
 
 const t0 = performance.now();
 const model = await nsfwjs.load(request.url, { type: "graph", size: request.size });

@@ -15,26 +15,16 @@
 // Prints one JSON object on stdout: {"backend", "metadata", "results": [{"name", "probs",
 //   "cam"?: {"height", "width", "class_index", "heatmap"}}], "load_ms", "ms_per_image"}.
 import { readFileSync, writeFileSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 
-for (const level of ["log", "info", "debug", "warn"]) console[level] = (...a) => console.error(...a);
-const require = createRequire(import.meta.url);
-const here = path.dirname(fileURLToPath(import.meta.url));
-const tf = await import("@tensorflow/tfjs");
-const wasm = await import("@tensorflow/tfjs-backend-wasm");
-const clf = await import(path.join(here, "..", "nsfwkit", "web", "classifier.js"));
+import { initTfjs } from "./tfjs_node.mjs";
 
+const here = path.dirname(fileURLToPath(import.meta.url));
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const backend = request.backend ?? "wasm";
-if (backend === "wasm") {
-  const wasmFile = require.resolve("@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm");
-  wasm.setWasmPaths(path.dirname(wasmFile) + path.sep);
-}
-if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} failed to initialise`);
-await tf.ready();
+const tf = await initTfjs(request.backend ?? "wasm");
+const clf = await import(path.join(here, "..", "nsfwkit", "web", "classifier.js"));
 
 const t0 = performance.now();
 const modelJson = JSON.parse(readFileSync(path.join(request.model_dir, "model.json"), "utf8"));
