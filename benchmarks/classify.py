@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--size", default="320x240", help="JPEG size WxH")
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--nsfwjs", type=int, default=40, help="images for the nsfwjs peer run (0: skip)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions; the best is kept")
     args = parser.parse_args()
     width, height = map(int, args.size.lower().split("x"))
 

@@ -154,7 +154,7 @@ def classify(
         batch_size: images per forward pass.
         threshold: if given, each result's ``flagged`` is ``nsfw >= threshold``.
         nsfw_classes: classes summed into ``nsfw`` (default: the spec's, Hentai+Porn+Sexy).
-        workers: decoding threads (default: CPU count, at most 8).
+        workers: decoding threads (default: twice the CPU count, at most 8).
         recursive: walk folders recursively.
         progress: show a tqdm progress bar on stderr.
         safe_mode: load model files in Keras safe mode.
@@ -173,7 +173,9 @@ def classify(
     files = list(iter_image_files(paths, recursive=recursive, on_error=folder_errors.append))
     infer = _inference_fn(model, spec.image_size)
     size = spec.image_size
-    workers = workers or min(8, os.cpu_count() or 2)
+    # decoding threads mostly wait on Pillow/TF kernels that release the GIL: 2 per core keeps the
+    # model fed (measured on 2 cores: 0.93 of in-memory throughput vs 0.89 with 1 per core)
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
 
     bar = None
     if progress:
