@@ -854,17 +854,24 @@ def _drop_ok(i, image, ok):
     return i, image
 
 
+def epoch_order(n: int, seed: int, epoch: int = 0) -> np.ndarray:
+    """The training order of one epoch: a permutation of ``range(n)`` fixed by ``(seed, epoch)``."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
+
+
 def decode_dataset(
     paths: Sequence[str],
     *,
     image_size: int,
     cache: bool | str = True,
     parallel: int | None = None,
+    order: Sequence[int] | None = None,
 ):
     """``tf.data.Dataset`` of ``(index, float32 (S, S, 3) image)``: decoded, resized, cached.
 
     Files that fail to decode are dropped (their index is missing). Iterating the same object
-    again reads the cache instead of decoding again.
+    again reads the cache instead of decoding again. ``order`` (a permutation of the indices)
+    sets the order files are decoded and yielded in; by default the order of ``paths``.
     """
     import tensorflow as tf
 
@@ -880,8 +887,11 @@ def decode_dataset(
                                           align_corners=True, half_pixel_centers=False)[0]
         return i, tf.ensure_shape(image, [size, size, 3]), tf.ensure_shape(ok, [])
 
-    ds = tf.data.Dataset.range(len(paths)).map(
-        load, num_parallel_calls=parallel or tf.data.AUTOTUNE, deterministic=True)
+    if order is None:
+        indices = tf.data.Dataset.range(len(paths))
+    else:
+        indices = tf.data.Dataset.from_tensor_slices(np.asarray(order, np.int64).reshape(-1))
+    ds = indices.map(load, num_parallel_calls=parallel or tf.data.AUTOTUNE, deterministic=True)
     ds = ds.filter(_is_ok).map(_drop_ok)
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
@@ -906,6 +916,7 @@ def make_dataset(
     parallel: int | None = None,
     drop_remainder: bool = False,
     decoded=None,
+    decoded_order_seed: int | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(images, targets[, weights])`` batches from image files.
 
@@ -937,6 +948,13 @@ def make_dataset(
         drop_remainder: drop the last partial batch.
         decoded: a :func:`decode_dataset` of the same ``paths`` to reuse (its cache then
             serves every epoch; build one per run and pass it to each epoch's call).
+        decoded_order_seed: when ``decoded`` was built with ``order=epoch_order(n, seed, 0)``,
+            pass that seed: epoch 0 then streams in that order (training starts with the first
+            decoded batch) instead of filling a whole-dataset shuffle buffer first.
+
+    Without ``decoded``, files are decoded straight in the epoch's order
+    (:func:`epoch_order`), so decoding overlaps training from the first batch. With it, epoch 0
+    streams when ``decoded_order_seed == seed``; later epochs shuffle the cached stream.
 
     Returns:
         ``tf.data.Dataset``; images are ``float32 (B, S, S, 3)`` in 0-255.
@@ -947,17 +965,25 @@ def make_dataset(
     n = len(paths)
     auto = tf.data.AUTOTUNE
     parallel = parallel or auto
+    streaming = False
     if decoded is None:
-        decoded = decode_dataset(paths, image_size=image_size, cache=cache, parallel=parallel)
+        # decode in this epoch's order: no whole-dataset shuffle buffer to fill before step 1
+        order = epoch_order(n, seed, epoch) if training else None
+        decoded = decode_dataset(paths, image_size=image_size, cache=cache, parallel=parallel,
+                                 order=order)
+        streaming = training
+    elif training and epoch == 0 and decoded_order_seed is not None and int(decoded_order_seed) == int(seed):
+        streaming = True
     columns: list[Any] = [None]
     if labels is not None:
         columns.append(tf.constant(np.asarray(labels, np.int64).reshape(-1)))
     if sample_weights is not None:
         columns.append(tf.constant(np.asarray(sample_weights, np.float32).reshape(-1)))
     ds = decoded
-    if training:
+    if training and not streaming:
         ds = ds.shuffle(shuffle_buffer or max(n, 1), seed=int(seed) * 1000 + int(epoch),
                         reshuffle_each_iteration=False)
+    if training:
         if augment and augment_strength > 0:
             base_seed = tf.constant([int(seed), int(epoch)], tf.int64)
 

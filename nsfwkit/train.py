@@ -523,7 +523,10 @@ def train(
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, int(config.steps_per_epoch))
     phases = ["head"] * config.epochs_head + ["finetune"] * config.epochs_finetune
-    decoded_train = _data.decode_dataset(train_paths, image_size=image_size, cache=config.cache)
+    # decoded in epoch 0's order, so the first epoch trains while it decodes; later epochs
+    # shuffle the cached images
+    decoded_train = _data.decode_dataset(train_paths, image_size=image_size, cache=config.cache,
+                                         order=_data.epoch_order(len(train_paths), config.seed, 0))
     decoded_val = _data.decode_dataset(val_paths, image_size=image_size, cache=config.cache)
 
     if state is None:
@@ -619,7 +622,8 @@ def train(
         ds = _data.make_dataset(
             train_paths, train_labels, image_size=image_size, batch_size=config.batch_size,
             num_classes=num_classes, training=True, augment=config.augment, seed=config.seed,
-            epoch=epoch, decoded=decoded_train, sample_weights=sample_weights,
+            epoch=epoch, decoded=decoded_train, decoded_order_seed=config.seed,
+            sample_weights=sample_weights,
         ).take(steps_per_epoch).skip(state["step_in_epoch"])
         dist_ds = strategy.experimental_distribute_dataset(ds) if strategy.num_replicas_in_sync > 1 \
             else ds
