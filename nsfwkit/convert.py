@@ -59,6 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .fileio import write_json
 from . import paths
 from .spec import NSFWJS_CLASSES, ModelSpec
 
@@ -320,10 +321,7 @@ def _atomic_dir(dest: Path, *, overwrite: bool):
 
 
 def _write_json(path: Path, data: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, data)
 
 
 def _quant(quantization: str | None) -> str:

@@ -667,8 +667,8 @@ def train(
         improved = best is None or not np.isfinite(val_loss) or val_loss < best - config.min_delta
         overall = min([h["val_loss"] for h in state["history"][:-1]] + [np.inf])
         if not np.isfinite(val_loss) or val_loss <= overall:
-            model.save_weights(out_dir / ".best.tmp.weights.h5")
-            os.replace(out_dir / ".best.tmp.weights.h5", best_path)
+            with atomic_path(best_path, suffix=".weights.h5") as tmp:
+                model.save_weights(tmp)
         if improved:
             state["best_val_loss"][phase] = val_loss if np.isfinite(val_loss) else None
             state["wait"][phase] = 0
