@@ -82,17 +82,13 @@ def predict(model, paths: Sequence[str], *, image_size: int, batch_size: int = 3
     return probs, ok
 
 
-def _norm(name: str) -> str:
-    name = re.sub(r"[^a-z0-9]", "", name.lower())
-    return name[:-1] if name.endswith("s") and len(name) > 3 else name
-
-
 def align_classes(probs: np.ndarray, model_classes: Sequence[str],
                   dataset_classes: Sequence[str]) -> np.ndarray | None:
     """Reorder a model's probability columns to a dataset's classes, matching names loosely
-    (case, plural: ``Drawing`` == ``drawings``). None when some dataset class has no match."""
-    lookup = {_norm(c): i for i, c in enumerate(model_classes)}
-    cols = [lookup.get(_norm(c)) for c in dataset_classes]
+    (:func:`nsfwkit.data.class_key`: ``Drawing`` == ``drawings``). None when some dataset class
+    has no match."""
+    lookup = {_data.class_key(c): i for i, c in enumerate(model_classes)}
+    cols = [lookup.get(_data.class_key(c)) for c in dataset_classes]
     if any(c is None for c in cols):
         return None
     return probs[:, cols]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -63,11 +63,12 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> Path:
 def replace_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a staging directory and swap it in for ``dest`` only when complete.
 
-    On error the staging folder is removed and ``dest`` is left as it was.
+    On error the staging folder is removed and ``dest`` is left as it was. The folder gets the
+    mode a plain ``mkdir`` gives (the umask's), not ``tempfile.mkdtemp``'s 0700.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    stage = _new_folder(dest.parent, f".{dest.name}.tmp-")
     try:
         yield stage
     except BaseException:
@@ -75,8 +76,20 @@ def replace_dir(dest: str | os.PathLike) -> Iterator[Path]:
         raise
     old = None
     if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old = _new_folder(dest.parent, f".{dest.name}.old-")
         os.replace(dest, old / dest.name)
     os.replace(stage, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new, empty folder ``parent/<prefix><random>`` (mode from the umask, like ``mkdir``)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free name for a temporary folder {prefix}*")

@@ -30,3 +30,14 @@ def test_replace_dir_swaps_whole_folders(tmp_path):
         write_text(stage / "new.txt", "2")
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_replace_dir_gives_the_folder_a_plain_mkdir_mode(tmp_path):
+    """Not mkdtemp's 0700: other users (a web server, another worker) read what the kit wrote."""
+    import stat
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with replace_dir(tmp_path / "out") as stage:
+        (stage / "a.txt").write_text("1")
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
