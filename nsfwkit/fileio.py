@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir"]
+__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir", "public_mode"]
 
 
 @contextlib.contextmanager
@@ -80,3 +80,14 @@ def replace_dir(dest: str | os.PathLike) -> Iterator[Path]:
     os.replace(stage, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def public_mode() -> int:
+    """The mode a plain ``mkdir`` would give a folder (0o777 minus the umask).
+
+    :func:`replace_dir` stages in a ``mkdtemp`` folder (mode 0700); writers whose folders must be
+    readable by another user (a web server serving a copy) chmod the stage to this.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask

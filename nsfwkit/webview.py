@@ -181,12 +181,6 @@ def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def _public_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 def _copy_tree(src: Path, dest: Path) -> None:
     """Copy a folder's files (content only: modes come from the umask, not the source)."""
     shutil.copytree(src, dest, copy_function=shutil.copyfile)
@@ -254,7 +248,7 @@ def build(
         found = _galleries_in(out) if (out / MARKER).is_file() else {}
         found.update(_galleries_in(paths.dist_dir()))
 
-    mode = _public_mode()
+    mode = fileio.public_mode()
     with fileio.replace_dir(out) as stage:
         os.chmod(stage, mode)
         (stage / MARKER).write_text("A web view built by nsfwkit (nsfwkit build-web); this whole "
