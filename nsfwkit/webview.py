@@ -80,7 +80,7 @@ def vendor_sources(node_modules: str | os.PathLike | None = None) -> dict[str, P
     Raises:
         FileNotFoundError: a file is missing; the message says to run ``npm ci``.
     """
-    root = Path(node_modules) if node_modules else paths.repo_root() / "node_modules"
+    root = Path(node_modules) if node_modules else paths.node_modules_dir()
     out = {name: root / rel for name, rel in VENDOR_FILES.items()}
     missing = [str(p) for p in out.values() if not p.is_file()]
     if missing:
@@ -221,7 +221,8 @@ def build(
             :func:`find_galleries`); copied into the site. With neither, the site gets the
             galleries of ``dist/`` itself (``dist/filters/``, ``dist/activation/``: where
             ``nsfwkit visualize`` writes by default), else keeps those of the previous build.
-        node_modules: where to vendor TF.js from (default: the repository's).
+        node_modules: where to vendor TF.js from (default: :func:`nsfwkit.paths.node_modules_dir`,
+            the repository's or ``$NSFWKIT_NODE_MODULES``).
 
     Returns:
         the path of ``index.html``.

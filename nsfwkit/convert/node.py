@@ -1,6 +1,12 @@
-"""The ONE bridge to Node.js: run the kit's scripts (``js/*.mjs``) on pixels decoded in Python,
-for TF.js parity (our exports), nsfwjs loading our exports, nsfwjs's own models
+"""The ONE bridge to Node.js: run the kit's scripts (``nsfwkit/js/*.mjs``) on pixels decoded in
+Python, for TF.js parity (our exports), nsfwjs loading our exports, nsfwjs's own models
 (:func:`run_nsfwjs`, the check of the Keras import) and the web view in Chromium.
+
+The scripts are package data, so an installed kit (not a checkout) runs them too. They import
+the npm packages (TF.js, nsfwjs, playwright-core) from :func:`nsfwkit.paths.node_modules_dir`
+(the repository's ``node_modules``, or ``$NSFWKIT_NODE_MODULES``), which :func:`run_node`
+passes to them as ``$NSFWKIT_NODE_MODULES``: ES modules ignore ``NODE_PATH``, and a script in
+site-packages cannot find the repository's ``node_modules`` by walking up.
 
 Every request and answer is one JSON object; the pixels travel as raw files, so decoders
 cannot differ between the two sides.
@@ -25,8 +31,8 @@ from .layout import read_metadata
 __all__ = ["JS_DIR", "NSFWJS_NAMES", "NodeMissingError", "run_node", "tfjs_probabilities",
            "nsfwjs_probabilities", "run_nsfwjs"]
 
-#: The kit's Node scripts.
-JS_DIR = paths.repo_root() / "js"
+#: The kit's Node scripts (package data, shipped with the package: see pyproject.toml).
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
 #: Our pretrained names -> nsfwjs's model names.
 NSFWJS_NAMES = {"mobilenet_v2": "MobileNetV2", "inception_v3": "InceptionV3"}
 #: npm packages every TF.js script needs (checked before running one).
@@ -49,10 +55,11 @@ def _node(packages: Sequence[str] = _TFJS_PACKAGES) -> str:
     node = shutil.which("node")
     if not node:
         raise NodeMissingError("Node.js (>= 20) is not installed; it runs TensorFlow.js")
-    node_modules = paths.repo_root() / "node_modules"
+    node_modules = paths.node_modules_dir()
     for package in packages:
         if not (node_modules / package).is_dir():
-            raise NodeMissingError(f"{node_modules}: {package} missing; run `npm ci` in the repository")
+            raise NodeMissingError(f"{node_modules}: {package} missing; run `npm ci` in the repository "
+                                   "or set $NSFWKIT_NODE_MODULES to a node_modules folder holding it")
     return node
 
 
@@ -74,10 +81,11 @@ def run_node(script: str | os.PathLike, request: dict[str, Any], *, timeout: flo
     script = Path(script)
     if len(script.parts) == 1:
         script = JS_DIR / script
+    env = dict(os.environ, NSFWKIT_NODE_MODULES=str(paths.node_modules_dir().resolve()))
     with tempfile.TemporaryDirectory(prefix="nsfwkit-node-") as tmp:
         req = Path(tmp) / "request.json"
         req.write_text(json.dumps(request), encoding="utf-8")
-        proc = subprocess.run([node, str(script), str(req)], cwd=paths.repo_root(),
+        proc = subprocess.run([node, str(script), str(req)], cwd=paths.repo_root(), env=env,
                               capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{script} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -94,7 +102,7 @@ def tfjs_probabilities(
     dump_inputs: str | os.PathLike | None = None,
     repeat: int = 0,
 ) -> dict[str, Any]:
-    """Run a TF.js graph model in Node (``js/tfjs_predict.mjs``) on images decoded in Python.
+    """Run a TF.js graph model in Node (``nsfwkit/js/tfjs_predict.mjs``) on images decoded in Python.
 
     Args:
         model_dir: a graph model folder from :func:`~nsfwkit.convert.export_tfjs`.
@@ -150,7 +158,7 @@ def nsfwjs_probabilities(model_dir: str | os.PathLike, images: Sequence[np.ndarr
     """Classify raw RGB images with the real ``nsfwjs`` package loading ``model_dir``.
 
     ``model_dir`` is served on 127.0.0.1 for the duration and loaded the documented nsfwjs way,
-    ``nsfwjs.load(url, {type: "graph", size})`` (``js/nsfwjs_load.mjs``); nsfwjs does its own
+    ``nsfwjs.load(url, {type: "graph", size})`` (``nsfwkit/js/nsfwjs_load.mjs``); nsfwjs does its own
     preprocessing. Use an ``nsfwjs/<q>/`` export (input 0-1).
 
     Returns:
@@ -186,7 +194,7 @@ def run_nsfwjs(
     timeout: float = 600,
 ) -> dict:
     """Classify ``uint8`` RGB arrays with nsfwjs's own bundled models in Node
-    (``js/nsfwjs_classify.mjs``).
+    (``nsfwkit/js/nsfwjs_classify.mjs``).
 
     Args:
         images: name -> ``(H, W, 3)`` uint8 array (any size; nsfwjs resizes).
