@@ -21,7 +21,7 @@ from .builder import inference_model
 from .layout import QUANTIZATIONS, ExportResult, _atomic_dir, _quant, size_table
 from .precision import _PrecisionPlanner
 from .saved_model import export_saved_model
-from .tfjs import export_tfjs
+from .tfjs import _export_tfjs
 
 __all__ = ["export"]
 
@@ -132,18 +132,20 @@ def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: 
         try:
             for q in ["float32"] + [q for q in quants if q != "float32"]:
                 t0 = time.perf_counter()
-                target = dest / q if q in quants else Path(scratch) / "float32"
+                folder = dest / q if q in quants else Path(scratch) / "float32"
                 if q != "float32" and planner is None:
                     with _quiet_tf():
                         planner = _PrecisionPlanner(reference, input_range=input_range)
                     seconds[f"{prefix}_calibration"] = time.perf_counter() - t0
                     t0 = time.perf_counter()
-                export_tfjs(saved_model, target, spec=spec, quantization=q, input_range=input_range,
-                            float32_reference=reference, planner=planner, plan=plan)
+                info = _export_tfjs(saved_model, folder, spec=spec, quantization=q,
+                                    input_range=input_range, target=None,
+                                    float32_reference=reference, planner=planner, plan=plan,
+                                    overwrite=False)
                 if q == "float32":
-                    reference = target
+                    reference = folder
                 else:
-                    plans[q] = (planner.plan(q) if plan else planner.pure(q))[1]
+                    plans[q] = info
                 seconds[f"{prefix}_{q}"] = time.perf_counter() - t0
                 bar.update()
         finally:

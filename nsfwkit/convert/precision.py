@@ -377,27 +377,12 @@ class _PrecisionPlanner:
             else:
                 lo = mid + 1
         chosen = plan_at(lo)
-        measured = self.measure(chosen)
         qmap = {d: [_fnmatch_escape(n) for n in em.names if chosen[n] == d]
                 for d in levels if d != "float32"}
         qmap = {d: names for d, names in qmap.items() if names}
-        counts = {d: sum(1 for n in em.names if chosen[n] == d) for d in levels}
-        info = {
-            "method": "first-order logit sensitivity per tensor, greedy by gain per byte, "
-                      "bisection on the emulated calibration error",
-            "target": target,
-            "calibration_images": int(len(self.images)),
-            "calibration_bound": round(measured["bound"], 7),
-            "calibration_max_abs_diff": round(measured["max_abs_diff"], 7),
-            "tensors": counts,
-            "bytes": {d: int(sum(sizes[n] * _BYTES[d] for n in em.names if chosen[n] == d))
-                      for d in levels},
-            "weight_bytes": int(sum(sizes[n] * _BYTES[chosen[n]] for n in em.names)),
-            "weight_bytes_all_float32": int(4 * sum(sizes.values())),
-            "evaluations": evaluations,
-            "seconds": round(time.perf_counter() - t0, 3),
-            "levels": {n: chosen[n] for n in em.names},
-        }
+        info = self._info(quantization, chosen, t0=t0, target=target, evaluations=evaluations,
+                          method="first-order logit sensitivity per tensor, greedy by gain per byte, "
+                                 "bisection on the emulated calibration error")
         self._plans[quantization, target] = (qmap or None, info)
         return self._plans[quantization, target]
 
@@ -411,25 +396,34 @@ class _PrecisionPlanner:
         """
         t0 = time.perf_counter()
         em = self.emulator
-        sizes = {n: int(v.size) for n, v in em.weights.items()}
         chosen = {n: quantization for n in em.names}
+        info = self._info(quantization, chosen, t0=t0, target=None, evaluations=1,
+                          method=f"none: every float32 weight tensor stored as {quantization}")
+        return {quantization: [_fnmatch_escape(n) for n in em.names]}, info
+
+    def _info(self, quantization: str, chosen: dict[str, str], *, t0: float, target: float | None,
+              evaluations: int, method: str) -> dict[str, Any]:
+        """The JSON-able summary of a storage plan (``chosen``: weight -> dtype), measured now.
+
+        ``seconds`` runs from ``t0`` to the end of this measurement."""
+        levels = _LEVELS[quantization]
+        names = self.emulator.names
+        sizes = {n: int(v.size) for n, v in self.emulator.weights.items()}
         measured = self.measure(chosen)
-        info = {
-            "method": f"none: every float32 weight tensor stored as {quantization}",
-            "target": None,
+        return {
+            "method": method,
+            "target": target,
             "calibration_images": int(len(self.images)),
             "calibration_bound": round(measured["bound"], 7),
             "calibration_max_abs_diff": round(measured["max_abs_diff"], 7),
-            "tensors": {d: (len(em.names) if d == quantization else 0) for d in _LEVELS[quantization]},
-            "bytes": {d: (int(sum(sizes.values()) * _BYTES[d]) if d == quantization else 0)
-                      for d in _LEVELS[quantization]},
-            "weight_bytes": int(sum(sizes.values()) * _BYTES[quantization]),
+            "tensors": {d: sum(1 for n in names if chosen[n] == d) for d in levels},
+            "bytes": {d: int(sum(sizes[n] * _BYTES[d] for n in names if chosen[n] == d)) for d in levels},
+            "weight_bytes": int(sum(sizes[n] * _BYTES[chosen[n]] for n in names)),
             "weight_bytes_all_float32": int(4 * sum(sizes.values())),
-            "evaluations": 1,
+            "evaluations": evaluations,
             "seconds": round(time.perf_counter() - t0, 3),
-            "levels": chosen,
+            "levels": {n: chosen[n] for n in names},
         }
-        return {quantization: [_fnmatch_escape(n) for n in em.names]}, info
 
     def close(self) -> None:
         self.emulator.close()

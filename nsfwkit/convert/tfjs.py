@@ -102,12 +102,23 @@ def export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     Returns:
         ``out_dir``.
     """
+    _export_tfjs(saved_model_dir, out_dir, spec=spec, quantization=quantization,
+                 input_range=input_range, target=target, float32_reference=float32_reference,
+                 planner=planner, plan=plan, overwrite=overwrite)
+    return Path(out_dir)
+
+
+def _export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                 spec: ModelSpec, quantization: str, input_range: tuple[float, float],
+                 target: float | None, float32_reference: str | os.PathLike | None, planner,
+                 plan: bool, overwrite: bool) -> dict[str, Any] | None:
+    """:func:`export_tfjs`, returning the precision plan's summary (with ``levels``: weight ->
+    dtype; ``None`` for float32), so that :func:`~nsfwkit.convert.export` need not ask again."""
     conversion = _import_converter()
     quantization = _quant(quantization)
     nsfwjs = input_range[1] == 1.0
     metadata = {METADATA_KEY: _metadata(spec, quantization=quantization,
                                         input_range=input_range, nsfwjs=nsfwjs)}
-    out_dir = Path(out_dir)
     precision = None
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
         with _quiet_tf():
@@ -137,4 +148,4 @@ def export_tfjs(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         meta["cam"] = ({"feature_node": feature, "logits_node": logits, "layer": spec.last_conv_layer}
                        if feature and logits else None)
         write_json(model_json_path, model_json)
-    return out_dir
+    return precision
