@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir"]
+__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir", "public_mode"]
 
 
 @contextlib.contextmanager
@@ -93,3 +93,13 @@ def _new_folder(parent: Path, prefix: str) -> Path:
             continue
         return path
     raise FileExistsError(f"{parent}: no free name for a temporary folder {prefix}*")
+
+
+def public_mode() -> int:
+    """The mode a plain ``mkdir`` would give a folder (0o777 minus the umask).
+
+    Folders the kit creates get this mode, so a copy on a web server is readable by it.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask

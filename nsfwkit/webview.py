@@ -80,7 +80,7 @@ def vendor_sources(node_modules: str | os.PathLike | None = None) -> dict[str, P
     Raises:
         FileNotFoundError: a file is missing; the message says to run ``npm ci``.
     """
-    root = Path(node_modules) if node_modules else paths.repo_root() / "node_modules"
+    root = Path(node_modules) if node_modules else paths.node_modules_dir()
     out = {name: root / rel for name, rel in VENDOR_FILES.items()}
     missing = [str(p) for p in out.values() if not p.is_file()]
     if missing:
@@ -181,12 +181,6 @@ def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def _public_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 def _copy_tree(src: Path, dest: Path) -> None:
     """Copy a folder's files (content only: modes come from the umask, not the source)."""
     shutil.copytree(src, dest, copy_function=shutil.copyfile)
@@ -227,7 +221,8 @@ def build(
             :func:`find_galleries`); copied into the site. With neither, the site gets the
             galleries of ``dist/`` itself (``dist/filters/``, ``dist/activation/``: where
             ``nsfwkit visualize`` writes by default), else keeps those of the previous build.
-        node_modules: where to vendor TF.js from (default: the repository's).
+        node_modules: where to vendor TF.js from (default: :func:`nsfwkit.paths.node_modules_dir`,
+            the repository's or ``$NSFWKIT_NODE_MODULES``).
 
     Returns:
         the path of ``index.html``.
@@ -254,7 +249,7 @@ def build(
         found = _galleries_in(out) if (out / MARKER).is_file() else {}
         found.update(_galleries_in(paths.dist_dir()))
 
-    mode = _public_mode()
+    mode = fileio.public_mode()
     with fileio.replace_dir(out) as stage:
         os.chmod(stage, mode)
         (stage / MARKER).write_text("A web view built by nsfwkit (nsfwkit build-web); this whole "

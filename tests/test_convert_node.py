@@ -89,7 +89,7 @@ def test_nsfwjs_loads_the_nsfwjs_flavour_and_classifies(exported, pretrained, te
     server = serve.serve_in_thread(exported.out_dir)
     try:
         def run(sub):
-            out = convert.run_node(convert.paths.repo_root() / "js" / "nsfwjs_load.mjs",
+            out = convert.run_node("nsfwjs_load.mjs",
                                    {"url": server.url + sub, "size": spec.image_size, "images": items})
             assert out["backend"] == "wasm"
             return np.array([[r["probs"][c] for c in NSFWJS_CLASSES] for r in out["results"]])

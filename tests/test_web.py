@@ -39,7 +39,7 @@ def site(exported, tmp_path_factory):
 
 def _browse(url: str, **request) -> dict:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        return convert.run_node(convert.paths.repo_root() / "js" / "browser_check.mjs",
+        return convert.run_node("browser_check.mjs",
                                 {"url": url, "chromium": CHROMIUM, "user_data_dir": profile, **request},
                                 timeout=240)
 
