@@ -25,7 +25,6 @@ from .layers import (
     feature_model,
     find_layer,
     last_conv_layer,
-    logits_model,
 )
 from .outputs import read_manifest, write_activation, write_filters
 from .report import visualize
@@ -55,6 +54,5 @@ __all__ = [
     "grad_cam",
     "grad_cam_plus_plus",
     "last_conv_layer",
-    "logits_model",
     "score_cam",
 ]

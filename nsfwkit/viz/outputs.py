@@ -97,27 +97,10 @@ FILTERS_SCHEMA = "nsfwkit.filters/1"
 ACTIVATION_SCHEMA = "nsfwkit.activation/1"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def atomic_write_json(path, data: Any) -> Path:
     """Write ``data`` as indented JSON (numpy values converted, NaN/inf as null), atomically
-    (:func:`nsfwkit.fileio.write_json`)."""
-    return fileio.write_json(path, _jsonable(data))
+    (:func:`nsfwkit.fileio.write_json` of :func:`nsfwkit.fileio.json_safe`)."""
+    return fileio.write_json(path, fileio.json_safe(data))
 
 
 def read_manifest(folder) -> dict:
