@@ -167,7 +167,7 @@ def write_filters(results, out_dir, *, model_name: str, parameters: dict | None 
     Returns:
         The manifest path.
     """
-    from .plot import grid, png_bytes
+    from .pixels import grid, png_bytes
 
     results = list(results)
     out_dir = Path(out_dir)
@@ -244,7 +244,7 @@ def write_activation(
         The manifest path.
     """
     from .activations import activation_grid, channel_image, most_active_channels
-    from .plot import colorize, overlay, png_bytes
+    from .pixels import colorize, overlay, png_bytes
 
     out_dir = Path(out_dir)
     img = np.clip(np.rint(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
