@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
-from .fileio import atomic_path, write_text
+from .fileio import atomic_path, json_safe, write_text
+from .kerasutil import inference_fn
 from .spec import ModelSpec, spec_path_for
 
 __all__ = [
@@ -70,11 +71,7 @@ def predict(model, paths: Sequence[str], *, image_size: int, batch_size: int = 3
     if n == 0:
         return probs, ok
     ds = _data.decode_dataset(list(paths), image_size=image_size, cache=False).batch(batch_size)
-
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        return model(x, training=False)
-
+    forward = inference_fn(model, image_size)
     for idx, x in ds.prefetch(tf.data.AUTOTUNE):
         i = idx.numpy()
         probs[i] = np.asarray(forward(x), np.float32)
@@ -194,18 +191,6 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, *, bins: int = 10) -> dic
     return {"ece": float(ece), "bins": table}
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
-    return obj
-
-
 def evaluate_predictions(
     y_true: np.ndarray,
     probs: np.ndarray | None,
@@ -289,7 +274,7 @@ def evaluate_predictions(
             "threshold_chosen_here": threshold is None,
             "at_0.5": binary_confusion(y_bin, s, 0.5),
         }
-    return _nan_to_none(report)
+    return json_safe(report)
 
 
 def evaluate_model(model, spec: ModelSpec, paths: Sequence[str], labels: np.ndarray, *,
@@ -687,7 +672,7 @@ def evaluate_run(
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110)
         files[name] = path
-    files["report"] = write_text(out_dir / "report.json", json.dumps(_nan_to_none(full), indent=2) + "\n")
+    files["report"] = write_text(out_dir / "report.json", json.dumps(json_safe(full), indent=2) + "\n")
     if write_card:
         card = model_card(report, spec, baseline=base_report, dataset=dataset, notes=notes,
                           threshold_status=status)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -15,7 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir", "public_mode"]
+import numpy as np
+
+__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "json_safe", "replace_dir", "public_mode"]
 
 
 @contextlib.contextmanager
@@ -55,8 +58,38 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> Path:
-    """Write ``data`` as JSON (non-JSON values via ``str``) atomically; return the path."""
+    """Write ``data`` as JSON (non-JSON values via ``str``) atomically; return the path.
+
+    Pass ``json_safe(data)`` for data holding NumPy values or NaN (written as ``null``).
+    """
     return write_text(path, json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None and NumPy scalars/arrays and paths as plain JSON values.
+
+    Dicts and lists/tuples are converted recursively (tuples become lists); dict keys that JSON
+    cannot take (NumPy scalars, paths, ...) become plain ints/strings; anything else is returned as is.
+    """
+    if isinstance(value, dict):
+        return {_json_key(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _json_key(key: Any) -> Any:
+    if isinstance(key, np.generic):
+        key = key.item()
+    return key if isinstance(key, (str, int, float, bool)) or key is None else str(key)
 
 
 @contextlib.contextmanager

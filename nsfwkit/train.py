@@ -62,6 +62,7 @@ import numpy as np
 
 from . import data as _data
 from .fileio import atomic_path, replace_dir, write_json
+from .kerasutil import to_dtype_policy
 from .spec import ModelSpec, spec_path_for
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "build_classifier", "set_trainable", "train",
@@ -232,30 +233,6 @@ def set_trainable(model, base_layers, phase: str, *, unfreeze: int) -> int:
         if not any(l.trainable for l in sub.layers):
             sub.trainable = False
     return len(model.trainable_weights)
-
-
-def to_dtype_policy(model, policy: str):
-    """A copy of ``model`` whose layers compute in ``policy`` (e.g. ``mixed_float16``).
-
-    Nested models (a ``keras.applications`` backbone is one nested layer) are cloned
-    recursively, so their layers compute in ``policy`` too. The final layer keeps float32
-    outputs. Weights are copied; the input model is unchanged. Use :func:`map_layers` to find a
-    list of the old model's layers in the copy.
-    """
-    import keras
-
-    last = model.layers[-1]
-
-    def clone(layer):
-        cfg = layer.get_config()
-        cfg["dtype"] = "float32" if layer is last else policy
-        return layer.__class__.from_config(cfg)
-
-    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for src, dst in zip(model.layers, new.layers):
-        if src.weights:
-            dst.set_weights(src.get_weights())
-    return new
 
 
 def map_layers(model, copy, layers) -> list:

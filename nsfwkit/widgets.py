@@ -107,7 +107,7 @@ class LayerBrowser:
     def render(self) -> tuple[np.ndarray, str]:
         """The current picture (``uint8`` RGB) and its caption, from ``nsfwkit.viz``."""
         from .viz import activations, cam, filters
-        from .viz.plot import overlay
+        from .viz.pixels import overlay
 
         layer, channel, mode, name = self.layer.value, int(self.channel.value), self.mode.value, self.image.value
         if mode == "filter":
@@ -142,7 +142,7 @@ class LayerBrowser:
 
     def refresh(self) -> None:
         """Recompute the picture for the current control values."""
-        from .viz.plot import png_bytes
+        from .viz.pixels import png_bytes
 
         picture, caption = self.render()
         self.view.value = png_bytes(picture)

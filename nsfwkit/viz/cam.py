@@ -46,9 +46,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..kerasutil import cached
 from .layers import (
     as_model_input,
-    cached,
     feature_model,
     forward_fn,
     last_conv_layer,
