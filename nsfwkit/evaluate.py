@@ -30,6 +30,7 @@ import numpy as np
 from . import data as _data
 from .fileio import atomic_path, write_text
 from .spec import ModelSpec, spec_path_for
+from .zoo import DEFAULT_MODEL
 
 __all__ = [
     "predict",
@@ -570,7 +571,7 @@ def evaluate_run(
     out_dir: str | os.PathLike,
     *,
     target: str = "nsfw_recall>=0.95",
-    baseline: str | None = "mobilenet_v2",
+    baseline: str | None = DEFAULT_MODEL,
     nsfw_classes: Sequence[str] | None = None,
     redact_images: bool = True,
     batch_size: int = 32,
