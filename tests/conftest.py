@@ -90,6 +90,8 @@ def build_once(tmp_path_factory) -> Callable[[str, Callable[[Path], object]], Pa
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
+    root = root / "shared"
+    root.mkdir(exist_ok=True)
     return lambda name, build: _build_once(root, name, build)
 
 
