@@ -10,6 +10,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/.stamps
 NPM    ?= npm
 PYTEST_ARGS ?=
+# The suite runs on every core; tests sharing a once-per-run build stay on one worker (tests/conftest.py).
+PYTEST_XDIST ?= -n auto --dist loadgroup
 
 .PHONY: setup demo test bench models browser clean-venv help
 .DEFAULT_GOAL := help
@@ -55,7 +57,7 @@ demo: setup
 	@echo "Web view: $(VENV)/bin/nsfwkit serve   (serves dist/web on 127.0.0.1)"
 
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Speed targets: each prints a ratio against a baseline measured in the same run.
 bench: setup browser

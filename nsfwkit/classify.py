@@ -25,6 +25,7 @@ import numpy as np
 from .images import ImageError, iter_image_files, load_image
 from .kerasutil import inference_fn
 from .spec import DEFAULT_NSFW_CLASSES, ModelSpec
+from .zoo import DEFAULT_MODEL
 
 __all__ = ["Result", "classify", "predict", "nsfw_scores", "plot_predictions", "write_results", "FORMATS", "Writer"]
 
@@ -107,7 +108,7 @@ def _resolve_model(model, spec: ModelSpec | None, safe_mode: bool):
 def classify(
     paths: Sequence[str | os.PathLike] | str | os.PathLike,
     *,
-    model: Any = "mobilenet_v2",
+    model: Any = DEFAULT_MODEL,
     spec: ModelSpec | None = None,
     batch_size: int = 32,
     threshold: float | None = None,

@@ -31,6 +31,7 @@ from . import data as _data
 from .fileio import atomic_path, json_safe, write_text
 from .kerasutil import inference_fn
 from .spec import ModelSpec, spec_path_for
+from .zoo import DEFAULT_MODEL
 
 __all__ = [
     "predict",
@@ -551,7 +552,7 @@ def evaluate_run(
     out_dir: str | os.PathLike,
     *,
     target: str = "nsfw_recall>=0.95",
-    baseline: str | None = "mobilenet_v2",
+    baseline: str | None = DEFAULT_MODEL,
     nsfw_classes: Sequence[str] | None = None,
     redact_images: bool = True,
     batch_size: int = 32,

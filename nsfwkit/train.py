@@ -64,6 +64,7 @@ from . import data as _data
 from .fileio import atomic_path, replace_dir, write_json
 from .kerasutil import to_dtype_policy
 from .spec import ModelSpec, spec_path_for
+from .zoo import DEFAULT_MODEL
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "build_classifier", "set_trainable", "train",
            "read_state", "to_dtype_policy", "map_layers", "plot_history"]
@@ -101,7 +102,7 @@ class TrainConfig:
         throttle_s: sleep after each step (tests and demos of interruption only).
     """
 
-    backbone: str = "mobilenet_v2"
+    backbone: str = DEFAULT_MODEL
     weights: str | None = "imagenet"
     image_size: int | None = None
     batch_size: int = 32

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .zoo import DEFAULT_MODEL
 
 __all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "SiteFolderError", "build",
            "site_dir", "vendor_sources", "default_export", "export_cache_dir", "find_galleries"]
@@ -88,7 +89,7 @@ def vendor_sources(node_modules: str | os.PathLike | None = None) -> dict[str, P
     return out
 
 
-def export_cache_dir(model: str | os.PathLike = "mobilenet_v2") -> Path:
+def export_cache_dir(model: str | os.PathLike = DEFAULT_MODEL) -> Path:
     """Where :func:`default_export` caches the export of ``model``.
 
     A pretrained name maps to ``<cache>/exports/<name>``. A model file maps to
@@ -113,7 +114,7 @@ def export_cache_dir(model: str | os.PathLike = "mobilenet_v2") -> Path:
     return root / f"{stem}-{digest}"
 
 
-def default_export(model: str | os.PathLike = "mobilenet_v2", *, overwrite: bool = False) -> Path:
+def default_export(model: str | os.PathLike = DEFAULT_MODEL, *, overwrite: bool = False) -> Path:
     """The cached float32 export of a model (:func:`export_cache_dir`), made if missing.
 
     Args:
@@ -198,7 +199,7 @@ def _check_site_folder(out: Path) -> None:
 def build(
     out_dir: str | os.PathLike | None = None,
     *,
-    model: str | os.PathLike = "mobilenet_v2",
+    model: str | os.PathLike = DEFAULT_MODEL,
     export_dir: str | os.PathLike | None = None,
     quantization: str = "float32",
     galleries_from: str | os.PathLike | None = None,

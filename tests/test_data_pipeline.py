@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_fixtures import tiny_dataset, write_image
+from data_helpers import tiny_dataset, write_image
 from nsfwkit import data, images
 
 

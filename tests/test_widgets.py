@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz_fixtures import branching_model  # noqa: F401  (fixture)
-
 pytest.importorskip("ipywidgets")
 
 
