@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert_fixtures import exported, pretrained, require_node, test_images  # noqa: F401  (fixtures)
+from convert_helpers import require_node
 from nsfwkit import convert, parity, paths
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
@@ -59,9 +59,9 @@ def _install(site: Path) -> Path:
 
 
 def test_installed_kit_runs_its_parity_checks_outside_the_repository(
-        exported, pretrained, test_images, tmp_path):
+        exported, default_model, test_images, tmp_path):
     require_node()
-    model, spec = pretrained
+    model, spec = default_model
     package = _install(tmp_path / "site")
     assert sorted(p.name for p in (package / "js").iterdir()) == sorted(
         p.name for p in (REPO / "nsfwkit" / "js").iterdir() if p.suffix == ".mjs")
