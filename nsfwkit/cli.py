@@ -48,12 +48,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         raise UsageError(f"the model's classes {list(spec.class_names)} include none of the default NSFW "
                          "classes; say which to sum with --nsfw-classes")
     threshold = args.threshold
-    writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold)
+    writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold, frames=args.frames is not None)
     total = failed = flagged = 0
     progress = sys.stderr.isatty() and not args.quiet
     for result in classify(args.paths, model=model, spec=spec, batch_size=args.batch_size,
                            threshold=threshold, nsfw_classes=nsfw_classes, progress=progress,
-                           recursive=not args.no_recursive):
+                           recursive=not args.no_recursive, frames=args.frames or "worst"):
         writer.write(result)
         total += 1
         failed += not result.ok
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsfw-classes", default=None,
                    help="comma-separated classes summed into the NSFW score (default Hentai,Porn,Sexy)")
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    p.add_argument("--frames", choices=("worst", "all"), default=None,
+                   help="animations, videos: a row for the worst frame (default) or one per frame; CSV frame columns")
     p.add_argument("--input-scale", type=float, default=None,
                    help="for a model file that expects scaled pixels (e.g. 1/255 = 0.0039215686 for "
                         "GantMan's .h5 models): the scale to apply to raw 0-255 RGB")
