@@ -207,6 +207,7 @@ def classify(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if frames not in FRAME_MODES:
         raise ValueError(f"frames must be one of {FRAME_MODES}, got {frames!r}")
+    check_sampling(fps=fps, every=every, max_frames=max_frames, max_seconds=max_seconds)
     model, spec = _resolve_model(model, spec, safe_mode)
     if nsfw_classes is not None:
         unknown = [c for c in nsfw_classes if c not in spec.class_names]
@@ -221,7 +222,6 @@ def classify(
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     sampling = {"fps": fps, "every": every, "max_frames": max_frames, "max_seconds": max_seconds,
                 "image_size": spec.image_size}
-    check_sampling(fps=fps, every=every, max_frames=max_frames, max_seconds=max_seconds)
     for error in folder_errors:
         yield Result(path=error.path, error=error.reason)
     engine = _Engine(_inference_fn(model, spec.image_size), spec, batch_size=batch_size, threshold=threshold,

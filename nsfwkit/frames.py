@@ -96,10 +96,17 @@ class Frames:
     def __iter__(self) -> Iterator[Frame]:
         """Decode and yield the sampled frames (each iteration reads the source again)."""
         self.truncated, self.reason = False, None
+        items = self._items()
+        try:
+            yield from self._sample(items)
+        finally:
+            items.close()  # the container is closed now, not when garbage-collected
+
+    def _sample(self, items) -> Iterator[Frame]:
         fps, every = self._sampling["fps"], self._sampling["every"]
         max_frames, max_seconds = self._sampling["max_frames"], self._sampling["max_seconds"]
         count, last_slot, held = 0, -1, None
-        for index, time_s, pixels in self._items():
+        for index, time_s, pixels in items:
             if time_s > max_seconds:
                 self._truncate(f"stopped at {max_seconds:g} s (max_seconds): later frames were not read")
                 return

@@ -188,31 +188,23 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _clear_outside(im, covered: np.ndarray):
-    """``im`` as RGBA with every pixel outside ``covered`` (bool ``(H, W)``) made transparent.
+def _gif_first_frame(im):
+    """The first GIF frame as a browser draws it: pixels outside its rectangle are transparent.
 
-    Browsers start an animation on a transparent canvas and clear areas disposed "to background";
-    Pillow paints them with the GIF's background colour (or black for RGB APNGs) instead.
+    Pillow fills the rest of the canvas with a palette colour; browsers show the page there.
+    (Later frames: :mod:`nsfwkit.frames` composites them the same way.)
     """
     from PIL import Image
 
-    rgba = np.array(im.convert("RGBA"))
-    rgba[~covered, 3] = 0
-    out = Image.fromarray(rgba, "RGBA")
-    out.info = dict(im.info)
-    out.info.pop("transparency", None)
-    return out
-
-
-def _gif_first_frame(im):
-    """The first GIF frame as a browser draws it: pixels outside its rectangle are transparent."""
     box = getattr(im, "dispose_extent", None)
     if im.format != "GIF" or not box or tuple(box) == (0, 0, *im.size):
         return im
-    covered = np.zeros((im.height, im.width), bool)
     x0, y0, x1, y1 = box
-    covered[y0:y1, x0:x1] = True
-    return _clear_outside(im, covered)
+    rgba = np.array(im.convert("RGBA"))
+    inside = rgba[y0:y1, x0:x1].copy()
+    rgba[..., 3] = 0
+    rgba[y0:y1, x0:x1] = inside
+    return Image.fromarray(rgba, "RGBA")
 
 
 class _PillowErrors:
