@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "cli", "classify", "images", "jsliteral", "paths", "pipeline", "samples", "spec", "zoo",
+    "cli", "classify", "frames", "images", "jsliteral", "paths", "pipeline", "samples", "spec", "zoo",
     "data", "download", "demo_data", "train", "evaluate", "convert", "viz", "widgets", "web",
     "parity", "serve", "webview",
 }

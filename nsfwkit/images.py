@@ -4,8 +4,9 @@
 
 * formats: JPEG (and camera MPO), PNG (and APNG, first frame), WebP, GIF (first frame), BMP,
   TIFF, AVIF. The format is taken from the file's bytes, never from its extension, so a JPEG named
-  ``.png`` loads; SVG, HTML, text, empty, truncated and unrecognised files raise
-  :class:`ImageError` naming the file and the reason.
+  ``.png`` loads; SVG, HTML, text, video, empty, truncated and unrecognised files raise
+  :class:`ImageError` naming the file and the reason. Every frame of an animation or a video:
+  :func:`nsfwkit.frames.load_frames`, through the same conversions.
 * EXIF orientation is applied (a phone photo taken sideways comes out upright).
 * palette, grayscale, 1-bit, CMYK (through its ICC profile when it has one), YCbCr and LAB are
   converted to RGB; 16-bit and 32-bit integer images are scaled to 0-255 (not clipped).
@@ -26,13 +27,14 @@ import os
 import stat
 import struct
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
     "ImageError",
     "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
     "MAX_PIXELS",
     "load_image",
     "load_images",
@@ -44,6 +46,10 @@ __all__ = [
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".png", ".apng", ".webp", ".gif",
      ".bmp", ".dib", ".tif", ".tiff", ".mpo"}
+)
+#: Video extensions picked up when scanning folders for :func:`nsfwkit.frames.load_frames`.
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".qt", ".webm", ".mkv", ".avi", ".3gp"}
 )
 #: Largest image accepted, in pixels (Pillow's own decompression-bomb limit).
 MAX_PIXELS = 89_478_485
@@ -86,6 +92,37 @@ def _sniff_non_image(head: bytes) -> str | None:
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
         return "plain text, not an image"
     return None
+
+
+#: ISO-BMFF brands of still or image-sequence formats (decoded by Pillow or refused, not PyAV).
+_IMAGE_BRANDS = (b"avif", b"avis", b"mif1", b"msf1", b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevx")
+#: QuickTime files without an ``ftyp`` box open with one of these atoms.
+_QUICKTIME_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+
+
+def _sniff_video(head: bytes) -> str | None:
+    """The video container these first bytes start, from its magic numbers (None if not a video)."""
+    if head[4:8] == b"ftyp":
+        return None if head[8:12] in _IMAGE_BRANDS else ("QuickTime" if head[8:12] == b"qt  " else "MP4")
+    if head[4:8] in _QUICKTIME_ATOMS and int.from_bytes(head[:4], "big") >= 8:
+        return "QuickTime"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "WebM" if b"webm" in head[:64] else "Matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "AVI"
+    return None
+
+
+def _check_size(path, width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    """Refuse empty or over-large pictures from their header, before any pixel is decoded."""
+    if width <= 0 or height <= 0:
+        raise ImageError(path, f"{what} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            path,
+            f"{what} is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (decompression bomb?)",
+        )
 
 
 def _to_srgb(im):
@@ -151,6 +188,90 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def _gif_first_frame(im):
+    """The first GIF frame as a browser draws it: pixels outside its rectangle are transparent.
+
+    Pillow fills the rest of the canvas with a palette colour; browsers show the page there.
+    (Later frames: :mod:`nsfwkit.frames` composites them the same way.)
+    """
+    from PIL import Image
+
+    box = getattr(im, "dispose_extent", None)
+    if im.format != "GIF" or not box or tuple(box) == (0, 0, *im.size):
+        return im
+    x0, y0, x1, y1 = box
+    rgba = np.array(im.convert("RGBA"))
+    inside = rgba[y0:y1, x0:x1].copy()
+    rgba[..., 3] = 0
+    rgba[y0:y1, x0:x1] = inside
+    return Image.fromarray(rgba, "RGBA")
+
+
+class _PillowErrors:
+    """Turns what Pillow raises on a bad file into an :class:`ImageError` naming it."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        from PIL import Image, UnidentifiedImageError
+
+        if exc is None or isinstance(exc, ImageError):
+            return False
+        path = self.path
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageError(
+                path, "not a recognised image (supported: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF)"
+            ) from None
+        if isinstance(exc, Image.DecompressionBombError):
+            raise ImageError(path, f"decompression bomb refused: {exc}") from None
+        if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)):
+            message = str(exc) or type(exc).__name__
+            if "truncated" in message.lower() or isinstance(exc, EOFError):
+                message = f"truncated or incomplete file ({message})"
+            else:
+                message = f"corrupt image data ({message})"
+            raise ImageError(path, message) from None
+        if isinstance(exc, MemoryError):
+            raise ImageError(path, "not enough memory to decode this image") from None
+        return False
+
+
+def _open_image(data: bytes, *, path=None, max_pixels: int = MAX_PIXELS):
+    """Open image bytes with Pillow, header only, after the checks every path shares.
+
+    Raises:
+        ImageError: empty, not an image (HTML, SVG, text, PDF, HEIC, a video...), or over
+            ``max_pixels``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageError(path, "empty file (0 bytes)")
+    reason = _sniff_non_image(data[:1024])
+    if reason:
+        raise ImageError(path, reason)
+    video = _sniff_video(data[:64])
+    if video:
+        raise ImageError(path, f"a video ({video}), not a still image: read its frames with "
+                               "nsfwkit.frames.load_frames")
+    with _PillowErrors(path):
+        # Image.open reads only the header; the size check below runs before any pixel is decoded.
+        # (Pillow's own DecompressionBombWarning is not turned into an error here: changing warning
+        # filters is not thread-safe, and this function runs in decoding threads.)
+        try:
+            im = Image.open(io.BytesIO(data), formats=_formats())
+        except UnidentifiedImageError:
+            if data[4:8] == b"ftyp" and data[8:12] in (b"mif1", b"msf1", b"heic", b"heix"):
+                raise ImageError(path, "HEIF/HEIC is not supported; convert it to JPEG or PNG") from None
+            raise
+    _check_size(path, *im.size, max_pixels)
+    return im
+
+
 def decode_image(
     data: bytes,
     *,
@@ -170,49 +291,14 @@ def decode_image(
         ImageError: the bytes are empty, not an image of a supported format, too large,
             truncated or corrupt.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
-    if not data:
-        raise ImageError(path, "empty file (0 bytes)")
-    reason = _sniff_non_image(data[:1024])
-    if reason:
-        raise ImageError(path, reason)
-    try:
-        # Image.open reads only the header; the size check below runs before any pixel is decoded.
-        # (Pillow's own DecompressionBombWarning is not turned into an error here: changing warning
-        # filters is not thread-safe, and this function runs in decoding threads.)
-        im = Image.open(io.BytesIO(data), formats=_formats())
-        width, height = im.size
-        if width <= 0 or height <= 0:
-            raise ImageError(path, f"image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise ImageError(
-                path,
-                f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-                f"{max_pixels:,} (decompression bomb?)",
-            )
+    im = _open_image(data, path=path, max_pixels=max_pixels)
+    with _PillowErrors(path):
         im.load()  # animations (GIF, APNG, WebP) and multi-page TIFFs: the first frame, as opened
+        im = _gif_first_frame(im)
         im = ImageOps.exif_transpose(im) or im
         return _to_rgb(im, background)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        if data[4:8] == b"ftyp" and data[8:12] in (b"mif1", b"msf1", b"heic", b"heix"):
-            raise ImageError(path, "HEIF/HEIC is not supported; convert it to JPEG or PNG") from None
-        raise ImageError(
-            path, "not a recognised image (supported: JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF)"
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(path, f"decompression bomb refused: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-        message = str(exc) or type(exc).__name__
-        if "truncated" in message.lower() or isinstance(exc, EOFError):
-            message = f"truncated or incomplete file ({message})"
-        else:
-            message = f"corrupt image data ({message})"
-        raise ImageError(path, message) from None
-    except MemoryError:
-        raise ImageError(path, "not enough memory to decode this image") from None
 
 
 def load_image(
@@ -237,32 +323,52 @@ def load_image(
     Raises:
         ImageError: the file is missing, unreadable, or not a usable image; the message names it.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        path, data = None, bytes(source)
-    else:
-        path = Path(source)
-        try:
-            if path.is_dir():
-                raise ImageError(path, "is a folder, not a file")
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise ImageError(path, "not a regular file (a device, pipe or socket?)")
-            size = info.st_size
-            if size > MAX_BYTES:
-                raise ImageError(path, f"file is {size:,} bytes, over the {MAX_BYTES:,}-byte limit")
-            data = path.read_bytes()
-        except ImageError:
-            raise
-        except FileNotFoundError:
-            raise ImageError(path, "no such file") from None
-        except PermissionError:
-            raise ImageError(path, "permission denied") from None
-        except OSError as exc:
-            raise ImageError(path, f"cannot read file ({exc.strerror or exc})") from None
+    path, data = _read_source(source)
     image = decode_image(data, path=path, background=background, max_pixels=max_pixels)
     if image_size is not None:
         image = resize(image, image_size)
     return image
+
+
+def _read_source(source: str | os.PathLike | bytes, *, max_bytes: int = MAX_BYTES) -> tuple[Path | None, bytes]:
+    """``(path, data)`` of a file path (read whole, at most ``max_bytes``) or of bytes (path None).
+
+    Raises:
+        ImageError: missing, a folder, not a regular file, too large, or unreadable.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None, bytes(source)
+    path = Path(source)
+    try:
+        info = _check_file(path)
+        if info.st_size > max_bytes:
+            raise ImageError(path, f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
+        return path, path.read_bytes()
+    except ImageError:
+        raise
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+
+
+def _check_file(path: Path) -> os.stat_result:
+    """``stat`` of a regular file, or an :class:`ImageError` saying what ``path`` is instead."""
+    try:
+        if path.is_dir():
+            raise ImageError(path, "is a folder, not a file")
+        info = path.stat()
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(path, "not a regular file (a device, pipe or socket?)")
+    return info
+
+
+def _os_error(path, exc: OSError) -> ImageError:
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(path, "no such file")
+    if isinstance(exc, PermissionError):
+        return ImageError(path, "permission denied")
+    return ImageError(path, f"cannot read file ({exc.strerror or exc})")
 
 
 def resize(images: np.ndarray, image_size: int | tuple[int, int]) -> np.ndarray:
@@ -331,12 +437,14 @@ def iter_image_files(
     *,
     recursive: bool = True,
     on_error: Callable[[ImageError], None] | None = None,
+    extensions: Collection[str] = IMAGE_EXTENSIONS,
 ):
     """Yield files to classify from files and folders, in a stable order.
 
     Files named explicitly are yielded whatever their extension (the bytes decide); folders are
     walked (recursively by default, hidden entries skipped, symlinked folders not followed) for
-    regular files with an image extension: a folder's own files first (sorted), then its
+    regular files with one of ``extensions`` (lower case, default the image ones; add
+    :data:`VIDEO_EXTENSIONS` for videos): a folder's own files first (sorted), then its
     sub-folders. A folder that cannot be listed is reported to ``on_error`` as an
     :class:`ImageError` (by default it raises) and the walk goes on.
     """
@@ -363,7 +471,7 @@ def iter_image_files(
         for root, dirs, files in walker:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                if name.startswith(".") or Path(name).suffix.lower() not in extensions:
                     continue
                 file = Path(root) / name
                 if file.is_file():

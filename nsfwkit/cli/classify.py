@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..classify import FORMATS
+from ..classify import FORMATS, FRAME_MODES
 from ..zoo import DEFAULT_MODEL
 from .errors import FAILED, OK, CommandError, from_exception, report
 
@@ -43,12 +43,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         raise from_exception(exc, args.model) from None
     nsfw_classes = _nsfw_classes(args, spec)
     threshold = args.threshold
-    writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold)
+    writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold, frames=args.frames is not None)
     total = failed = flagged = 0
     progress = sys.stderr.isatty() and not args.quiet
     for result in classify(args.paths, model=model, spec=spec, batch_size=args.batch_size,
                            threshold=threshold, nsfw_classes=nsfw_classes, progress=progress,
-                           recursive=not args.no_recursive):
+                           recursive=not args.no_recursive, frames=args.frames or "worst"):
         writer.write(result)
         total += 1
         failed += not result.ok
@@ -78,6 +78,8 @@ def register(subparsers) -> None:
     p.add_argument("--nsfw-classes", default=None,
                    help="comma-separated classes summed into the NSFW score (default Hentai,Porn,Sexy)")
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    p.add_argument("--frames", choices=FRAME_MODES, default=None,
+                   help="animations, videos: a row for the worst frame (default) or one per frame; CSV frame columns")
     p.add_argument("--input-scale", type=float, default=None,
                    help="for a model file that expects scaled pixels (e.g. 1/255 = 0.0039215686 for "
                         "GantMan's .h5 models): the scale to apply to raw 0-255 RGB")
