@@ -128,7 +128,7 @@ def test_frames_batched_together_and_memory_bounded(tmp_path, flat, monkeypatch)
     model, spec = flat
     videos = [write_video(tmp_path / f"v{k}.mp4", [cartoon(seed=k)] * 3 + [photo()] * 17, fps=10)
               for k in range(6)]
-    real = classify_module._inference_fn(model, SIZE)
+    real = classify_module.inference_fn(model, SIZE)
     sizes = []
 
     def recording(model_, size):
@@ -144,7 +144,7 @@ def test_frames_batched_together_and_memory_bounded(tmp_path, flat, monkeypatch)
         take(self, key)
         held.append(self._total)
 
-    monkeypatch.setattr(classify_module, "_inference_fn", recording)
+    monkeypatch.setattr(classify_module, "inference_fn", recording)
     monkeypatch.setattr(classify_module._Budget, "take", counting)
     results = list(classify(videos, model=model, spec=spec, every=1, batch_size=3, workers=2))
     assert [r.path for r in results] == [str(v) for v in videos]
