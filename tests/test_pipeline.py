@@ -163,7 +163,7 @@ def test_well_typed_parameters_pass_and_all_goes_to_the_stages_that_have_it(type
 def test_malformed_yaml_is_one_line_naming_file_and_line(typed, tmp_path, text, where):
     f = tmp_path / "p.yaml"
     f.write_text(text)
-    with pytest.raises(pipeline.ParameterError, match=f"not valid YAML") as info:
+    with pytest.raises(pipeline.ParameterError, match="not valid YAML") as info:
         pipeline.run(f, notebooks=typed, runs=tmp_path / "runs", progress=False)
     message = str(info.value)
     assert message.startswith(f"{f}: {where}: not valid YAML (") and "\n" not in message
