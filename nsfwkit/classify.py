@@ -26,6 +26,7 @@ import os
 import queue
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -37,12 +38,20 @@ from .kerasutil import inference_fn
 from .spec import DEFAULT_NSFW_CLASSES, ModelSpec
 from .zoo import DEFAULT_MODEL
 
-__all__ = ["Result", "classify", "predict", "nsfw_scores", "plot_predictions", "write_results", "FORMATS",
-           "FRAME_MODES", "Writer"]
+__all__ = ["Result", "NoNSFWClassesWarning", "NothingClassifiedError", "classify", "summarize", "predict",
+           "nsfw_scores", "plot_predictions", "write_results", "FORMATS", "FRAME_MODES", "Writer"]
 
 FORMATS = ("table", "csv", "jsonl")
 #: ``classify(frames=...)``: one result per multi-frame input (its worst frame), or one per frame.
 FRAME_MODES = ("worst", "all")
+
+
+class NoNSFWClassesWarning(UserWarning):
+    """The model has no NSFW classes (none given, none of the defaults among its classes): ``nsfw`` is 0."""
+
+
+class NothingClassifiedError(ValueError):
+    """A run of :func:`classify` that classified no image at all (see :func:`summarize`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +111,27 @@ def nsfw_scores(probs: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return probs[:, list(spec.nsfw_indices)].sum(axis=1) if spec.nsfw_indices else np.zeros(len(probs))
 
 
+def summarize(results: Sequence[Result]) -> str:
+    """The one-line summary ``"N classified, M failed"``, or an error when nothing was classified.
+
+    A notebook or script calls it before going on, so a run over a missing folder, or over files
+    that all fail, stops there with the reason instead of reporting success with 0 images (this is
+    how ``nsfwkit run`` fails such a stage).
+
+    Raises:
+        NothingClassifiedError: no result at all, or every result an error; the message quotes
+            the first failures.
+    """
+    failed = [r for r in results if not r.ok]
+    if not results:
+        raise NothingClassifiedError("no image was classified: the given paths hold no image files")
+    if len(failed) == len(results):
+        first = "; ".join(f"{r.path}: {r.error}" for r in failed[:3])
+        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+        raise NothingClassifiedError(f"no image was classified: every input failed ({first}{more})")
+    return f"{len(results) - len(failed)} classified, {len(failed)} failed"
+
+
 def predict(model, images: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
     """Class probabilities for in-memory images.
 
@@ -124,16 +154,41 @@ def predict(model, images: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
 
 
 def _resolve_model(model, spec: ModelSpec | None, safe_mode: bool):
+    from . import zoo
+
     if isinstance(model, (str, os.PathLike)):
-        from . import zoo
-
         loaded, loaded_spec = zoo.load(model, safe_mode=safe_mode)
-        return loaded, spec or loaded_spec
-    if spec is None:
-        from .zoo import _infer_spec
-
-        spec = _infer_spec(model, getattr(model, "name", "model"))
+        model, spec = loaded, spec or loaded_spec
+    else:
+        zoo.check_classifier(model)  # before a spec is inferred from its shapes
+        spec = spec or zoo._infer_spec(model, getattr(model, "name", "model"))
+    zoo.check_classifier(model, spec)
     return model, spec
+
+
+def _with_nsfw_classes(spec: ModelSpec, nsfw_classes: Sequence[str] | None, threshold: float | None) -> ModelSpec:
+    """``spec`` summing ``nsfw_classes``; an error or a warning when no NSFW class is known.
+
+    A model none of whose classes is an NSFW class (e.g. an ImageNet classifier) can still be
+    classified, with ``nsfw`` 0 for every image and a :class:`NoNSFWClassesWarning`; asking for a
+    ``threshold`` then is an error, since nothing could ever be flagged.
+    """
+    if nsfw_classes is not None:
+        unknown = [c for c in nsfw_classes if c not in spec.class_names]
+        if unknown:
+            raise ValueError(f"unknown NSFW classes {unknown}; the model's classes are {list(spec.class_names)}")
+        spec = spec.replace(nsfw_classes=tuple(nsfw_classes))
+    if spec.nsfw_classes:
+        return spec
+    problem = (f"{spec.name}: none of the model's classes {list(spec.class_names)} is an NSFW class "
+               f"(the defaults are {', '.join(DEFAULT_NSFW_CLASSES)})")
+    if threshold is not None:
+        raise ValueError(f"{problem}, so nothing can be flagged at threshold {threshold:g}; name the classes "
+                         "to sum into the NSFW score (nsfw_classes=..., CLI --nsfw-classes)")
+    warnings.warn(f"{problem}: its nsfw score is 0 for every image unless you name the NSFW classes "
+                  "(nsfw_classes=..., CLI --nsfw-classes, or nsfw_classes in the model's spec file)",
+                  NoNSFWClassesWarning, stacklevel=3)
+    return spec
 
 
 def classify(
@@ -186,11 +241,7 @@ def classify(
         raise ValueError(f"frames must be one of {FRAME_MODES}, got {frames!r}")
     check_sampling(fps=fps, every=every, max_frames=max_frames, max_seconds=max_seconds)
     model, spec = _resolve_model(model, spec, safe_mode)
-    if nsfw_classes is not None:
-        unknown = [c for c in nsfw_classes if c not in spec.class_names]
-        if unknown:
-            raise ValueError(f"unknown NSFW classes {unknown}; the model's classes are {list(spec.class_names)}")
-        spec = spec.replace(nsfw_classes=tuple(nsfw_classes))
+    spec = _with_nsfw_classes(spec, nsfw_classes, threshold)
     folder_errors: list[ImageError] = []
     files = list(iter_image_files(paths, recursive=recursive, on_error=folder_errors.append,
                                   extensions=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))

@@ -294,6 +294,9 @@ def evaluate_model(model, spec: ModelSpec, paths: Sequence[str], labels: np.ndar
         ``(report, probs_aligned_or_None, nsfw_scores_or_None, ok)``: probabilities and scores
         over the files that decoded; ``ok`` is the ``bool (N,)`` mask of those files.
     """
+    from .zoo import check_classifier
+
+    check_classifier(model, spec)
     raw, ok = predict(model, paths, image_size=spec.image_size, batch_size=batch_size)
     raw, labels = raw[ok], np.asarray(labels)[ok]
     aligned = align_classes(raw, spec.class_names, class_names)

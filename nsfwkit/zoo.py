@@ -13,6 +13,10 @@ graph stays flat, so CAMs and feature sub-models reach every layer.
 ``load_model`` also accepts a local ``.keras`` / ``.h5`` file (safe mode unless the caller opts
 out) and ``keras:<Application>`` names for ``keras.applications`` backbones with ImageNet weights
 (needs internet the first time; Keras caches the download).
+
+Whatever the source, :func:`check_classifier` validates the model's shape up front (one RGB image
+input, one ``(N, classes)`` output matching the spec), so a wrong model fails at load with a
+message saying what is wrong, never later inside TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ import re
 import shutil
 import subprocess
 import tarfile
-import zipfile
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,9 @@ __all__ = [
     "build",
     "load",
     "load_model",
+    "check_classifier",
+    "InvalidModelError",
+    "ModelNotFoundError",
     "keras_application",
     "with_input_scale",
     "available",
@@ -65,6 +72,13 @@ _BUILD_FORMAT = 1  # bump when the import changes, so caches rebuild
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name or file that cannot be found or built."""
+
+
+class InvalidModelError(ValueError):
+    """A model (file) that is not a usable classifier: corrupt, refused in safe mode, or the wrong shape.
+
+    The message starts with the file or model name, then says what is wrong.
+    """
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,6 +387,73 @@ def available() -> dict[str, bool]:
     return {name: _is_current(name) for name in PRETRAINED}
 
 
+def _shape(tensor) -> tuple:
+    return tuple(None if d is None else int(d) for d in tensor.shape)
+
+
+def _input_problem(model) -> str | None:
+    """What is wrong with the model's inputs for an image classifier, or ``None``."""
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):  # a subclassed or unbuilt model has no symbolic inputs
+        inputs = []
+    if not inputs:
+        return "the model has no defined input (build it on keras.Input((H, W, 3), name='image'))"
+    if len(inputs) != 1:
+        names = ", ".join(f"{t.name} {_shape(t)}" for t in inputs)
+        return f"the model has {len(inputs)} inputs ({names}); a classifier takes exactly one image input"
+    shape = _shape(inputs[0])
+    if len(shape) != 4 or shape[3] != 3:
+        return (f"the input {inputs[0].name!r} has shape {shape}; expected (None, H, W, 3), one batch of "
+                "RGB images (grayscale or RGBA models need an RGB input)")
+    if None not in shape[1:3] and shape[1] != shape[2]:
+        return f"the input {inputs[0].name!r} is {shape[1]}x{shape[2]}; the kit feeds square images"
+    return None
+
+
+def _output_problem(model) -> str | None:
+    """What is wrong with the model's outputs for a classifier, or ``None``."""
+    outputs = list(model.outputs or [])
+    if len(outputs) != 1:
+        names = ", ".join(f"{t.name} {_shape(t)}" for t in outputs)
+        return f"the model has {len(outputs)} outputs ({names}); a classifier has exactly one, (None, classes)"
+    shape = _shape(outputs[0])
+    if len(shape) != 2 or shape[1] is None:
+        return (f"the output has shape {shape}; expected (None, classes), one probability per class "
+                "(a feature map or sequence output is not a classifier)")
+    return None
+
+
+def check_classifier(model, spec: ModelSpec | None = None, *, origin: str | os.PathLike | None = None) -> None:
+    """Check that ``model`` (with ``spec``) is a classifier the kit can feed and read.
+
+    A classifier has exactly one image input of shape ``(None, H, W, 3)`` (``H == W`` or unknown,
+    and equal to ``spec.image_size`` when known), and exactly one output of shape
+    ``(None, len(spec.class_names))``. Call it wherever a caller's model enters the kit;
+    :func:`load` calls it for every model it returns.
+
+    Args:
+        model: a ``keras.Model``.
+        spec: its spec; without one only the shapes are checked.
+        origin: the file or name reported in the message (default: the model's name).
+
+    Raises:
+        InvalidModelError: ``"<origin>: <what is wrong>"``.
+    """
+    where = str(origin) if origin is not None else str(getattr(model, "name", "model"))
+    problem = _input_problem(model) or _output_problem(model)
+    if problem is None and spec is not None:
+        size = _shape(model.inputs[0])[1]
+        classes = _shape(model.outputs[0])[1]
+        if spec.class_names and classes != len(spec.class_names):
+            problem = (f"the model outputs {classes} classes but its spec lists {len(spec.class_names)} "
+                       f"({', '.join(spec.class_names)}); the spec belongs to another model")
+        elif size is not None and size != int(spec.image_size):
+            problem = f"the model's input is {size}x{size} but its spec says image_size {spec.image_size}"
+    if problem:
+        raise InvalidModelError(f"{where}: {problem}")
+
+
 def _infer_spec(model, name: str) -> ModelSpec:
     shape = model.inputs[0].shape
     size = shape[1] if shape[1] is not None else 224
@@ -397,6 +478,68 @@ def with_input_scale(model, scale: float, *, name: str | None = None):
     return keras.Model(inputs, model(x), name=name or f"{model.name}_raw_rgb")
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a Keras model file, judged from its bytes, or ``None``."""
+    if not path.is_file():
+        return "not a regular file"
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if path.suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            return f"not a zip archive, as .keras files are (truncated or another format; {size} bytes)"
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                return "the archive has no config.json (not saved by Keras 3)"
+        return None
+    import h5py
+
+    if not h5py.is_hdf5(os.fspath(path)):
+        return "no HDF5 signature (not an .h5 file, or a corrupt one)"
+    return None
+
+
+def _load_file(path: Path, *, safe_mode: bool):
+    """``keras.saving.load_model`` with every failure as an :class:`InvalidModelError` naming the file."""
+    import keras
+
+    problem = _file_problem(path)
+    if problem:
+        raise InvalidModelError(f"{path}: not a valid Keras model file: {problem}")
+    try:
+        return keras.saving.load_model(path, safe_mode=safe_mode, compile=False)
+    except ValueError as exc:
+        if "safe_mode" in str(exc) or "Lambda" in str(exc):
+            raise InvalidModelError(
+                f"{path}: refused in safe mode ({exc}). Only if you trust this file, load it "
+                "with safe_mode=False (CLI: --unsafe-load)."
+            ) from None
+        raise InvalidModelError(f"{path}: not a valid Keras model file: {exc}") from None
+    except (OSError, TypeError, KeyError, AttributeError, zipfile.BadZipFile) as exc:
+        raise InvalidModelError(f"{path}: not a valid Keras model file: {type(exc).__name__}: {exc}") from None
+
+
+def _file_spec(model, path: Path, *, warn_scale: bool) -> ModelSpec:
+    """The spec beside ``path``, or one inferred from the model (with a warning about the pixel range)."""
+    spec_path = spec_path_for(path)
+    if spec_path.is_file():
+        try:
+            return ModelSpec.load(spec_path)
+        except (ValueError, TypeError, OSError) as exc:
+            raise InvalidModelError(f"{spec_path}: not a valid model spec ({exc})") from None
+    spec = _infer_spec(model, path.stem)
+    if warn_scale:
+        import warnings
+
+        warnings.warn(
+            f"{path}: no spec file beside it ({spec_path.name}); assuming it takes raw RGB 0-255 "
+            f"with {len(spec.class_names)} classes. If it expects 0-1 pixels (GantMan's .h5 "
+            "models do), load it with input_scale=1/255 (CLI: --input-scale 0.00392156862745098).",
+            stacklevel=3,
+        )
+    return spec
+
+
 def load(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -404,7 +547,7 @@ def load(
     build_missing: bool = True,
     input_scale: float | None = None,
 ):
-    """Load a classifier and its spec.
+    """Load a classifier and its spec, checked with :func:`check_classifier`.
 
     Args:
         name_or_path: a pretrained name (``mobilenet_v2``, ``inception_v3``), a ``.keras`` /
@@ -422,53 +565,34 @@ def load(
 
     Raises:
         ModelNotFoundError: the name or file is unknown; the message lists the choices.
+        InvalidModelError: the file is corrupt or empty, refused in safe mode, its spec file is
+            unreadable, or the model is not a classifier matching its spec (one RGB image input,
+            one ``(N, classes)`` output); the message names the file and the problem.
     """
-    import keras
-
     text = str(name_or_path)
     if text.startswith("keras:"):
-        return keras_application(text.split(":", 1)[1])
-    if text in PRETRAINED:
+        model, spec = keras_application(text.split(":", 1)[1])
+    elif text in PRETRAINED:
         model_path, spec_path = _cached_paths(text)
         if not _is_current(text):
             if not build_missing:
                 raise ModelNotFoundError(f"{text} is not built yet: run `nsfwkit models build`")
             build([text])
-        model = keras.saving.load_model(model_path, safe_mode=True)
-        return model, ModelSpec.load(spec_path)
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise ModelNotFoundError(
-            f"{text}: no such model; use one of {sorted(PRETRAINED)}, a .keras/.h5 file, "
-            "or keras:<Application>"
-        )
-    if path.suffix not in (".keras", ".h5", ".hdf5"):
-        raise ModelNotFoundError(f"{text}: expected a .keras or .h5 file")
-    try:
-        model = keras.saving.load_model(path, safe_mode=safe_mode, compile=False)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "Lambda" in str(exc):
-            raise ValueError(
-                f"{path}: refused in safe mode ({exc}). Only if you trust this file, load it "
-                "with safe_mode=False (CLI: --unsafe-load)."
-            ) from None
-        raise ValueError(f"{path}: cannot load this model file ({exc})") from None
-    except (OSError, TypeError, KeyError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: cannot load this model file ({type(exc).__name__}: {exc})") from None
-    spec_path = spec_path_for(path)
-    if spec_path.is_file():
+        model = _load_file(model_path, safe_mode=True)
         spec = ModelSpec.load(spec_path)
     else:
-        spec = _infer_spec(model, path.stem)
-        if input_scale is None:
-            import warnings
-
-            warnings.warn(
-                f"{path}: no spec file beside it ({spec_path.name}); assuming it takes raw RGB 0-255 "
-                f"with {len(spec.class_names)} classes. If it expects 0-1 pixels (GantMan's .h5 "
-                "models do), load it with input_scale=1/255 (CLI: --input-scale 0.00392156862745098).",
-                stacklevel=2,
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise ModelNotFoundError(
+                f"{text}: no such model; use one of {sorted(PRETRAINED)}, a .keras/.h5 file, "
+                "or keras:<Application>"
             )
+        if path.suffix not in (".keras", ".h5", ".hdf5"):
+            raise ModelNotFoundError(f"{text}: expected a .keras or .h5 file")
+        model = _load_file(path, safe_mode=safe_mode)
+        check_classifier(model, origin=path)  # before a spec is inferred from its shapes
+        spec = _file_spec(model, path, warn_scale=input_scale is None)
+    check_classifier(model, spec, origin=text)
     if input_scale is not None:
         model = with_input_scale(model, input_scale)
         spec = spec.replace(input_name="image", preprocessing=f"Rescaling({input_scale:g}) added by nsfwkit")

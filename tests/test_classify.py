@@ -146,3 +146,53 @@ def test_closed_pipe_is_not_an_error(folder):
                           executable="/bin/bash")
     assert proc.stdout.count("\n") == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def _three_class_model():
+    import keras
+
+    inp = keras.Input((8, 8, 3), name="image")
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+    return keras.Model(inp, out, name="three")
+
+
+def test_model_without_nsfw_classes_warns_or_refuses_a_threshold(folder):
+    """Issue 9 finding 8: a 3-class model without NSFW class names used to report nsfw 0.0 silently."""
+    import warnings
+
+    from nsfwkit.classify import NoNSFWClassesWarning
+
+    model, cat = _three_class_model(), folder / "cat.jpg"
+    with pytest.warns(NoNSFWClassesWarning, match=r"class_0.*nsfw score is 0 .*--nsfw-classes"):
+        (r,) = classify([cat], model=model)
+    assert r.ok and r.nsfw == 0.0 and set(r.probs) == {"class_0", "class_1", "class_2"}
+    with pytest.raises(ValueError, match="nothing can be flagged at threshold 0.5"):
+        next(classify([cat], model=model, threshold=0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # naming the classes: no warning
+        (r,) = classify([cat], model=model, nsfw_classes=["class_2"], threshold=0.5)
+    assert r.nsfw == pytest.approx(r.probs["class_2"]) and r.flagged == (r.nsfw >= 0.5)
+
+
+def test_caller_model_of_the_wrong_shape_is_refused_before_decoding(folder):
+    from nsfwkit.spec import NSFWJS_CLASSES, ModelSpec
+    from nsfwkit.zoo import InvalidModelError
+
+    spec = ModelSpec(name="three", class_names=NSFWJS_CLASSES, image_size=8)
+    with pytest.raises(InvalidModelError, match="three: the model outputs 3 classes but its spec lists 5"):
+        next(classify([folder], model=_three_class_model(), spec=spec))
+
+
+def test_summarize_fails_when_nothing_was_classified(tmp_path):
+    """Issue 9 finding 10: a notebook over a missing folder must not finish 'ok' with 0 images."""
+    from nsfwkit.classify import NothingClassifiedError, summarize
+
+    ok, bad = Result("a.jpg", probs={"x": 1.0}, top="x", nsfw=0.0), Result("b.jpg", error="empty file")
+    assert summarize([ok, bad]) == "1 classified, 1 failed"
+    with pytest.raises(NothingClassifiedError, match=r"every input failed \(b.jpg: empty file\)"):
+        summarize([bad])
+    with pytest.raises(NothingClassifiedError, match="no image files"):
+        summarize([])
+    missing = list(classify([tmp_path / "nonexistent"], model=_three_class_model(), nsfw_classes=["class_0"]))
+    with pytest.raises(NothingClassifiedError, match="nonexistent"):
+        summarize(missing)

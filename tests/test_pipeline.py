@@ -108,3 +108,95 @@ def test_dead_kernel_is_a_stage_failure(series, tmp_path):
     assert "02_crash.ipynb" in str(info.value)
     record = json.loads((tmp_path / "runs" / "crash" / "run.json").read_text())
     assert record["stages"]["02_crash"]["status"] == "failed"
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 9 finding 10: parameters are checked against the notebooks before any kernel starts
+# --------------------------------------------------------------------------------------------
+TYPED = ('run_dir: str = ""  # run folder\nrate: float = 0.5  # a float\nname: str = "a"  # a string\n'
+         'flag: bool = False  # a switch\nitems: list = []  # a list\ncount: int = 1  # a number')
+
+
+@pytest.fixture
+def typed(series):
+    write_nb(series / "02_typed.ipynb", "print(rate, name, flag, items, count)", params=TYPED)
+    return series
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"cuont": 2}, r"02_typed.ipynb: unknown parameter 'cuont' \(did you mean 'count'\?\); the parameters are "
+                   r"count, flag, items, name, rate"),
+    ({"count": "2"}, r"02_typed.ipynb: parameter 'count' must be int \(default 1\), got str '2'"),
+    ({"count": True}, r"'count' must be int .*got bool True"),
+    ({"count": 1.5}, r"'count' must be int .*got float 1.5"),
+    ({"rate": "0.5"}, r"'rate' must be float .*got str"),
+    ({"flag": "yes"}, r"'flag' must be bool .*got str 'yes'"),
+    ({"items": "float32"}, r"'items' must be list .*got str 'float32'"),
+    ({"name": 3}, r"'name' must be str .*got int 3"),
+    ({"run_dir": "/elsewhere"}, r"run_dir is set by nsfwkit run"),
+])
+def test_wrong_parameters_fail_before_any_kernel(typed, tmp_path, values, message):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({"typed": values}))
+    with pytest.raises(pipeline.ParameterError, match=message) as info:
+        pipeline.run(f, name="never", notebooks=typed, runs=tmp_path / "runs", progress=False)
+    assert str(info.value).startswith(f"{f}: ") and "\n" not in str(info.value)
+    assert not (tmp_path / "runs").exists()  # refused before a run folder or a kernel existed
+
+
+def test_well_typed_parameters_pass_and_all_goes_to_the_stages_that_have_it(typed, tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("all:\n  value: 3\n  rate: 2\ntyped:\n  items: [a]\n  flag: true\n  rate: 1\n")
+    got = pipeline.load_params(f, ["00_first", "02_typed"], typed)
+    assert got == {"00_first": {"value": 3}, "02_typed": {"rate": 1, "items": ["a"], "flag": True}}
+    f.write_text("all:\n  valeu: 3\n  rate: 2\n  count: x\n")
+    with pytest.raises(pipeline.ParameterError, match=r"2 problems: .*all: unknown parameter 'valeu' \(did you "
+                                                      r"mean 'value'\?\).*'count' must be int"):
+        pipeline.load_params(f, ["00_first", "02_typed"], typed)
+
+
+@pytest.mark.parametrize("text,where", [
+    ("typed:\n  count: 1\n   name: x\n", "line 3, column 8"),
+    ("typed: [count: 1\n", "line 2, column 1"),
+    ("typed:\n\tcount: 1\n", "line 2, column 1"),
+])
+def test_malformed_yaml_is_one_line_naming_file_and_line(typed, tmp_path, text, where):
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(pipeline.ParameterError, match="not valid YAML") as info:
+        pipeline.run(f, notebooks=typed, runs=tmp_path / "runs", progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{f}: {where}: not valid YAML (") and "\n" not in message
+    (typed / "params" / "smoke" / "02_typed.yaml").write_text("count: [1\n")
+    with pytest.raises(pipeline.ParameterError, match=r"02_typed.yaml: line 2, column 1: not valid YAML"):
+        pipeline.load_params("smoke", ["02_typed"], typed)
+
+
+def test_parameters_cell_papermill_cannot_read_is_refused(series, tmp_path):
+    """papermill skips (with a log warning only) a line with '=' in its comment: the value would be lost."""
+    write_nb(series / "02_eq.ipynb", "pass", params='run_dir: str = ""  # run folder\nq: list = []  # (a = b)')
+    with pytest.raises(pipeline.ParameterError, match=r"02_eq.ipynb: papermill cannot read its parameters cell "
+                                                      r"\(Unable to parse line 2"):
+        pipeline.run(None, select=["02"], notebooks=series, runs=tmp_path / "runs", progress=False)
+    write_nb(series / "02_eq.ipynb", "pass", params='q: list = []  # no run folder')
+    with pytest.raises(pipeline.ParameterError, match="02_eq.ipynb: no run_dir parameter"):
+        pipeline.load_params(None, ["02_eq"], series)
+
+
+def test_repository_parameter_sets_fit_the_notebooks():
+    for params in pipeline.PARAM_SETS:
+        names = [s.name for s in pipeline.stages()]
+        assert set(pipeline.load_params(params, names)) == set(names)
+
+
+def test_stage_that_classified_nothing_fails(tmp_path):
+    """`images_dir: /nonexistent` used to mark 00_classify ok with 0 images."""
+    f = tmp_path / "p.yaml"
+    f.write_text(f"classify:\n  images_dir: {tmp_path / 'nonexistent'}\n")
+    with pytest.raises(pipeline.StageFailed) as info:
+        pipeline.run(f, name="empty", select=["00"], runs=tmp_path / "runs", progress=False)
+    message = str(info.value)
+    assert "00_classify.ipynb failed in cell" in message and "results = list(classify.classify(" in message
+    assert "NothingClassifiedError: no image was classified" in message and "nonexistent" in message
+    record = json.loads((tmp_path / "runs" / "empty" / "run.json").read_text())
+    assert record["stages"]["00_classify"]["status"] == "failed"

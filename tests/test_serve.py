@@ -125,3 +125,86 @@ def test_cli_serve_prints_url(tmp_path):
     bad = subprocess.run([*nsfwkit, "serve", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a folder" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 9 finding 13: timeouts, a bounded pool, regular files only, no dotfiles, port 80, quiet pipes
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def tight(tmp_path):
+    """A server with a short timeout and a pool of 8 over a folder with a FIFO, dotfiles, a big file."""
+    root = tmp_path / "site"
+    (root / ".git").mkdir(parents=True)
+    (root / "index.html").write_text("<p>home</p>")
+    (root / ".env").write_text("TOKEN=secret")
+    (root / ".git" / "config").write_text("[core] secret")
+    (root / "visible.txt").write_text("fine")
+    os.symlink(root / ".env", root / "env-link.txt")
+    os.mkfifo(root / "pipe.js")
+    (root / "big.bin").write_bytes(b"\0" * (32 << 20))
+    server = serve.serve_in_thread(root, timeout=0.5, threads=8, quiet=False)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_idle_connections_time_out_and_never_cost_a_thread_each(tight):
+    import socket
+    import threading
+
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", tight.server_address[1])) for _ in range(50)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() <= before + 1  # the pool of 8 existed already; no thread per socket
+        started = time.monotonic()
+        resp, body = _get(tight, "/visible.txt")  # served once the idle ones ahead of it time out
+        assert resp.status == 200 and body == b"fine"
+        assert time.monotonic() - started < 15
+        for sock in idle:  # each idle socket was closed by the server (or refused when the queue was full)
+            sock.settimeout(10)
+            try:
+                assert sock.recv(1) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize("path", ["/pipe.js", "/.env", "/.git/config", "/env-link.txt", "/%2eenv"])
+def test_fifos_and_hidden_files_are_not_served(tight, path):
+    resp, body = _get(tight, path)  # _get's own timeout (10 s) would fail a hang on the FIFO
+    assert resp.status == 404 and b"secret" not in body
+
+
+def test_bare_host_is_accepted_on_port_80_only(served, monkeypatch):
+    assert serve.allowed_hosts(80) == {"127.0.0.1", "localhost", "127.0.0.1:80", "localhost:80"}
+    assert serve.allowed_hosts(8000) == {"127.0.0.1:8000", "localhost:8000"}
+    # a server on port 80 (the handler reads the port from the server, as it would after binding 80)
+    monkeypatch.setattr(served, "server_address", ("127.0.0.1", 80))
+    conn = http.client.HTTPConnection("127.0.0.1", served.socket.getsockname()[1], timeout=10)
+    for host in ("127.0.0.1", "localhost", "LOCALHOST", "127.0.0.1:80", "evil.example"):
+        conn.putrequest("GET", "/index.html", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert (resp.status, resp.read() == b"<p>home</p>") == ((421, False) if "evil" in host else (200, True))
+        conn.close()
+
+
+def test_client_going_away_is_not_a_traceback(tight, capfd):
+    import socket
+    import struct
+
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", tight.server_address[1]))
+        sock.sendall(f"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1:{tight.server_address[1]}\r\n\r\n".encode())
+        sock.recv(1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        sock.close()
+    time.sleep(1.0)
+    assert _get(tight, "/visible.txt")[0].status == 200  # still serving
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
+    assert 1 <= err.count("client went away") <= 3, err  # each reset seen, in one line

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -70,8 +68,9 @@ def test_load_file_with_spec_and_safe_mode(tmp_path, default_model):
     assert loaded_spec.name == "mine" and loaded_spec.threshold == 0.3
 
     # a model with a Lambda layer (arbitrary code) is refused unless the caller opts out
-    inp = keras.Input((4,))
-    risky = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp))
+    inp = keras.Input((8, 8, 3), name="image")
+    doubled = keras.layers.Lambda(lambda t: t * 2)(inp)
+    risky = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(doubled)))
     risky_path = tmp_path / "risky.keras"
     risky.save(risky_path)
     with pytest.raises(ValueError, match="safe mode"):
@@ -148,3 +147,99 @@ def test_any_keras_application_gets_its_preprocessing():
     assert zoo._default_size("EfficientNetB3") == 300
     model, spec = zoo.keras_application("NASNetMobile", weights=None, include_top=False, image_size=64)
     assert model.get_layer("preprocess_tf") is not None and spec.image_size == 64
+
+
+# --------------------------------------------------------------------------------------------
+# Finding 8 (issue 9): a model of the wrong shape or a corrupt file says what is wrong, at load
+# --------------------------------------------------------------------------------------------
+def _classifier(shape=(8, 8, 3), classes=5, *, name="image"):
+    import keras
+
+    inp = keras.Input(shape, name=name)
+    out = keras.layers.Dense(classes, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+    return keras.Model(inp, out)
+
+
+def _two_inputs():
+    import keras
+
+    a, b = keras.Input((8, 8, 3), name="image"), keras.Input((4,), name="extra")
+    x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(a), b])
+    return keras.Model([a, b], keras.layers.Dense(5, activation="softmax")(x))
+
+
+def _two_outputs():
+    import keras
+
+    inp = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    return keras.Model(inp, [keras.layers.Dense(5)(x), keras.layers.Dense(2)(x)])
+
+
+def _map_output():
+    import keras
+
+    inp = keras.Input((8, 8, 3), name="image")
+    return keras.Model(inp, keras.layers.Conv2D(5, 1, activation="softmax")(inp))  # (None, 8, 8, 5)
+
+
+WRONG_MODELS = {
+    "one_channel": (lambda: _classifier((8, 8, 1)), r"shape \(None, 8, 8, 1\); expected \(None, H, W, 3\)"),
+    "two_inputs": (_two_inputs, r"has 2 inputs .*exactly one image input"),
+    "two_outputs": (_two_outputs, r"has 2 outputs .*exactly one"),
+    "map_output": (_map_output, r"output has shape \(None, 8, 8, 5\); expected \(None, classes\)"),
+    "not_square": (lambda: _classifier((8, 6, 3)), r"8x6; the kit feeds square images"),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRONG_MODELS))
+def test_wrong_shaped_model_file_says_what_is_wrong(tmp_path, kind):
+    build, message = WRONG_MODELS[kind]
+    path = tmp_path / f"{kind}.keras"
+    build().save(path)
+    with pytest.raises(zoo.InvalidModelError, match=message) as info:
+        zoo.load(path)
+    assert str(info.value).startswith(f"{path}: ")
+    # the same check guards a caller's model handed straight to the kit
+    with pytest.raises(zoo.InvalidModelError, match=message):
+        zoo.check_classifier(build())
+
+
+def test_spec_whose_classes_differ_from_the_output_is_refused(tmp_path):
+    path = tmp_path / "three.keras"
+    _classifier(classes=3).save(path)
+    ModelSpec(name="three", class_names=NSFWJS_CLASSES, image_size=8).save(spec_path_for(path))
+    with pytest.raises(zoo.InvalidModelError, match="outputs 3 classes but its spec lists 5"):
+        zoo.load(path)
+    ModelSpec(name="three", class_names=("a", "b", "c"), image_size=16).save(spec_path_for(path))
+    with pytest.raises(zoo.InvalidModelError, match="input is 8x8 but its spec says image_size 16"):
+        zoo.load(path)
+    spec_path_for(path).write_text("{not json")
+    with pytest.raises(zoo.InvalidModelError, match=r"three.spec.json: not a valid model spec"):
+        zoo.load(path)
+    ModelSpec(name="three", class_names=("a", "b", "c"), image_size=8).save(spec_path_for(path))
+    model, spec = zoo.load(path)
+    assert spec.class_names == ("a", "b", "c") and model.outputs[0].shape[-1] == 3
+
+
+def test_corrupt_or_empty_model_files_are_reported_as_corrupt(tmp_path):
+    import zipfile
+
+    good = tmp_path / "good.keras"
+    _classifier().save(good)
+    data = good.read_bytes()
+    files = {"empty.keras": b"", "truncated.keras": data[: len(data) // 2], "junk.keras": b"not a zip",
+             "empty.h5": b"", "junk.h5": b"GIF89a not hdf5"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    with zipfile.ZipFile(tmp_path / "noconfig.keras", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    reasons = {"empty.keras": "empty", "truncated.keras": "not a zip archive", "junk.keras": "not a zip archive",
+               "empty.h5": "empty", "junk.h5": "no HDF5 signature", "noconfig.keras": "no config.json"}
+    for name, reason in reasons.items():
+        with pytest.raises(zoo.InvalidModelError) as info:
+            zoo.load(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name}: not a valid Keras model file: ") and reason in message
+        assert "not found" not in message.lower()
+    assert zoo.load(good)[0].outputs[0].shape[-1] == 5

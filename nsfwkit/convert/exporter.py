@@ -61,6 +61,9 @@ def export(
     """
     from tqdm.auto import tqdm
 
+    from ..zoo import check_classifier
+
+    check_classifier(model, spec)
     quants = list(dict.fromkeys(_quant(q) for q in quantizations))
     if not quants:
         raise ValueError("quantizations is empty")

@@ -111,6 +111,9 @@ def visualize(
     from .layers import last_conv_layer, layer_path
     from .outputs import write_activation, write_filters
 
+    from ..zoo import check_classifier
+
+    check_classifier(model, spec)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
