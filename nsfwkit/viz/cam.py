@@ -81,6 +81,8 @@ class CamResult:
             or sigmoid output; a softmax/sigmoid of the scores for a logits-output model).
         layer: path of the layer the maps were computed on.
         method: one of :data:`METHODS`.
+        raw: ``float32`` ``(N, H, W)`` >= 0, the maps before normalisation (``relu`` of the
+            weighted activations, upsampled): comparable across classes of one image.
     """
 
     maps: np.ndarray
@@ -88,6 +90,7 @@ class CamResult:
     probabilities: np.ndarray
     layer: str
     method: str
+    raw: np.ndarray | None = None
 
 
 def _gradient_fn(model, layer: str, *, jit_compile: bool = False):
@@ -219,6 +222,7 @@ def compute_cam(
         probabilities=np.concatenate(probs).astype(np.float32),
         layer=layer,
         method=method,
+        raw=_upsample(np.maximum(raw, 0.0), size),
     )
 
 
@@ -258,6 +262,7 @@ def _score_cam(model, x, size, cls, layer, *, batch_size: int, max_channels: int
         probabilities=np.stack(probs).astype(np.float32),
         layer=layer,
         method="score_cam",
+        raw=_upsample(np.maximum(raw, 0.0), size),
     )
 
 
@@ -287,14 +292,20 @@ def score_cam(
 
 def cam_per_class(
     model, image, *, method: str = "grad_cam", layer=None, classes: Sequence[int] | None = None,
-    max_channels: int | None = None,
+    max_channels: int | None = None, scale: str = "shared",
 ) -> np.ndarray:
     """One map per class for one image: ``float32`` ``(C, H, W)`` in ``[0, 1]``.
 
     Args:
         image: ``(H, W, C)`` raw 0-255.
         classes: class indices to explain (default: all of the model's classes).
+        scale: ``"shared"`` (default): every map divided by one common maximum over the classes,
+            so a class with little evidence stays dark; ``"per_map"``: each map divided by its
+            own maximum (brightness not comparable across classes).
+            :func:`nsfwkit.viz.classmaps.class_maps` adds raw maps and captions.
     """
+    if scale not in ("shared", "per_map"):
+        raise ValueError(f"scale must be 'shared' or 'per_map', got {scale!r}")
     arr = np.asarray(image)
     if arr.ndim == 4:
         if arr.shape[0] != 1:
@@ -303,5 +314,8 @@ def cam_per_class(
     count = int(model.outputs[0].shape[-1])
     classes = list(range(count)) if classes is None else [int(c) for c in classes]
     batch = np.repeat(arr[None], len(classes), axis=0)
-    return compute_cam(model, batch, method=method, class_index=classes, layer=layer,
-                       max_channels=max_channels).maps
+    result = compute_cam(model, batch, method=method, class_index=classes, layer=layer, max_channels=max_channels)
+    if scale == "per_map":
+        return result.maps
+    peak = float(result.raw.max())
+    return np.clip(result.raw / (peak if peak > 0 else 1.0), 0.0, 1.0).astype(np.float32)
