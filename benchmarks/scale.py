@@ -19,6 +19,7 @@ Usage: ``python benchmarks/scale.py [--sizes 50000 200000 1000000] [--brute-size
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -60,10 +61,9 @@ def _measure(method: str, n: int, max_distance: int, pairs_out: str | None) -> d
     if method == "grouping":
         phash = [f"{int(h):016x}" for h in hashes]
         sha = [f"{i:064x}" for i in range(n)]
-        call = lambda: find_duplicate_groups(sha, phash, max_distance=max_distance)  # noqa: E731
+        call = functools.partial(find_duplicate_groups, sha, phash, max_distance=max_distance)
     else:
-        search = near_pairs if method == "index" else near_pairs_bruteforce
-        call = lambda: search(hashes, max_distance)  # noqa: E731
+        call = functools.partial(near_pairs if method == "index" else near_pairs_bruteforce, hashes, max_distance)
     tracemalloc.start()
     t0 = time.perf_counter()
     result = call()

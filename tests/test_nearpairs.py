@@ -142,4 +142,7 @@ def test_bad_hash_arrays_are_refused_clearly():
         near_pairs(np.array([0.5, 1.5]), 1)
     with pytest.raises(ValueError, match="non-negative"):
         near_pairs(np.array([-1, 2]), 1)
+    with pytest.raises(ValueError, match=r"\[0, 2\*\*64\)"):
+        near_pairs([2**64 - 1, -1, 2**70], 1)
     assert near_pairs(np.array([1, 2, 3], np.int64), 1).tolist() == [[0, 2], [1, 2]]
+    assert near_pairs([2**64 - 1, 1, 2**64 - 2], 1).tolist() == [[0, 2]]  # Python ints, any size

@@ -101,7 +101,15 @@ def search_plan(n: int, max_distance: int) -> SearchPlan:
 
 
 def _as_hashes(hashes) -> np.ndarray:
-    arr = np.asarray(hashes)
+    if not isinstance(hashes, np.ndarray):
+        values = list(hashes)
+        if all(isinstance(v, (int, np.integer)) for v in values):  # Python ints of any size
+            try:
+                return np.array(values, dtype=np.uint64)
+            except OverflowError:
+                raise ValueError("hashes must be integers in [0, 2**64)") from None
+        hashes = np.asarray(values)
+    arr = hashes
     if arr.ndim != 1:
         raise ValueError(f"hashes must be a 1-D array of uint64, got shape {arr.shape}")
     if arr.dtype != np.uint64:
