@@ -36,8 +36,14 @@ Accelerators: on a GPU, mixed precision (``mixed_float16``, loss scaling) and XL
 (``jit_compile``) are on by default (``"auto"``); with several GPUs the loop runs under
 ``tf.distribute.MirroredStrategy``. For several machines, run the same command on each with
 ``TF_CONFIG`` set and ``TrainConfig.strategy="multiworker"``
-(``tf.distribute.MultiWorkerMirroredStrategy``; checkpoints must then be on a shared file
-system, and only the chief writes the final model). The saved model is always float32.
+(``tf.distribute.MultiWorkerMirroredStrategy``, also on CPUs; the README shows the launch).
+The run folder must then be on a shared file system; only the chief (task ``chief``, or
+worker 0) writes it, the other workers write into a temporary folder. ``batch_size`` stays the
+global batch: tf.data splits every batch across the workers, gradients are summed across them
+and the loss is divided by the global batch (the last, partial batch of an epoch included), so
+the run follows one worker's loss curve with the same batch up to float summation order
+(tested with two processes on localhost); dropout draws separate masks per replica. Every
+worker decodes the whole training split. The saved model is always float32.
 
 The saved model keeps the kit's contract: input named ``image`` taking raw RGB 0-255, the
 backbone's preprocessing inside, a :class:`~nsfwkit.spec.ModelSpec` JSON beside it, no
@@ -653,8 +659,8 @@ def _make_optimizer(model, learning_rate: float, policy: str | None):
 class _Steps:
     """The compiled training step of one phase (each phase has its own optimizer).
 
-    ``train_step(x, y, w) -> (loss, correct)``: one optimizer step on a (distributed) batch,
-    the loss and the number of correct predictions summed over replicas.
+    ``train_step(x, y, w) -> (loss, correct, n)``: one optimizer step on a (distributed) batch:
+    its mean loss, correct predictions and images, summed over replicas (and workers).
     """
 
     def __init__(self, model, optimizer, loss_fn, *, strategy, jit: bool):
@@ -667,20 +673,26 @@ class _Steps:
     def _replica_step_fn(self, x, y, w):
         import tensorflow as tf
 
+        local = tf.shape(y)[0]
+        global_batch = local
+        if self.strategy.num_replicas_in_sync > 1:
+            # the global batch summed over replicas: a last, partial batch splits unevenly, and
+            # compute_average_loss's default (local size x replicas) would weight it wrongly
+            total = tf.distribute.get_replica_context().all_reduce("SUM", tf.cast(local, tf.float32))
+            global_batch = tf.cast(tf.round(total), tf.int32)
         with tf.GradientTape() as tape:
             probs = self.model(x, training=True)
             per_example = self.loss_fn(y, probs) * w
-            loss = tf.nn.compute_average_loss(per_example)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.model.trainable_variables)
         self.optimizer.apply(grads, self.model.trainable_variables)
         correct = tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(y, -1), tf.float32))
-        return loss, correct
+        return loss, correct, tf.cast(local, tf.float32)
 
     def _train_step_fn(self, x, y, w):
-        loss, correct = self.strategy.run(self._replica_step, args=(x, y, w))
-        return (self.strategy.reduce("SUM", loss, axis=None),
-                self.strategy.reduce("SUM", correct, axis=None))
+        loss, correct, n = self.strategy.run(self._replica_step, args=(x, y, w))
+        return tuple(self.strategy.reduce("SUM", v, axis=None) for v in (loss, correct, n))
 
 
 class _Loop:
@@ -777,8 +789,6 @@ class _Loop:
     def _train_epoch(self, state: TrainState) -> None:
         """The steps of ``state.epoch`` not done yet, with a checkpoint every
         ``checkpoint_every`` global steps (except on an epoch's last step: its end saves one)."""
-        import tensorflow as tf
-
         config, strategy = self.config, self.devices.strategy
         options = _data.PipelineOptions(batch_size=config.batch_size, num_classes=self.splits.num_classes,
                                         training=True, augment=config.augment, seed=config.seed,
@@ -792,9 +802,8 @@ class _Loop:
             ds = strategy.experimental_distribute_dataset(ds)
         bar = self._progress_bar(state)
         for x, y, w in ds:
-            loss, correct = self.steps.train_step(x, y, w)
-            state.add_step(float(loss), float(correct),
-                           int(tf.shape(y)[0]) if replicas == 1 else config.batch_size)
+            loss, correct, n = self.steps.train_step(x, y, w)
+            state.add_step(float(loss), float(correct), int(n))
             _scalars(self.writer, {"batch/loss": float(loss)}, state.global_step)
             if bar is not None:
                 bar.update(1)

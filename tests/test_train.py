@@ -292,3 +292,109 @@ def test_kill_9_mid_epoch_then_resume_ends_with_the_same_steps_and_weights(prepa
     plain_w = keras.saving.load_model(tmp_path / "plain" / "model.keras").get_weights()
     for a, b in zip(killed_w, plain_w):
         np.testing.assert_array_equal(a, b)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now (all bound at once, so they differ)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _cli_train(manifest, out, cfg, *, tf_config=None, tmpdir=None):
+    """``nsfwkit train`` in a child process, one CPU thread, as README's cluster launch runs it."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    cmd = [sys.executable, "-m", "nsfwkit", "train", str(manifest), str(out), "--config", json.dumps(cfg), "-q"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_follow_one_workers_loss_curve(prepared, tmp_path):
+    """MultiWorkerMirroredStrategy really run: two processes, TF_CONFIG on 127.0.0.1 ports.
+
+    Each worker trains on its half of every global batch (tf.distribute shards the batches),
+    gradients are summed across workers, the loss divided by the global batch: the same
+    optimisation as one worker with the same global batch, up to float summation order (an
+    all-reduce of two half-sums instead of one sum): measured, the epoch losses differ by at
+    most 7e-8 relative and the final weights by 7e-9, so the test allows 1e-5 relative per
+    epoch (150x that: other CPUs may sum in another order) and 1e-6 on the weights. Dropout
+    is 0: each replica draws its own masks from the same seed, so with dropout the curves agree
+    in distribution only.
+    """
+    manifest, backbone = prepared
+    n_train = len(data.read_manifest(manifest, split="train"))
+    assert n_train % 8, "a last, partial global batch must be part of the test"
+    # a high learning rate, so the loss moves by percents per epoch and any difference in the
+    # updates would show (and grow)
+    cfg = _config(backbone, batch_size=8, epochs_head=1, epochs_finetune=2, dropout=0.0, lr_head=0.05,
+                  lr_finetune=0.05, label_smoothing=0.0)
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    shared = tmp_path / "shared"
+    procs = []
+    try:
+        for index in range(2):
+            (tmp_path / f"tmp{index}").mkdir()
+            procs.append(_cli_train(manifest, shared, dict(cfg, strategy="multiworker"),
+                                    tf_config={"cluster": cluster, "task": {"type": "worker", "index": index}},
+                                    tmpdir=tmp_path / f"tmp{index}"))
+        single = _cli_train(manifest, tmp_path / "single", cfg)
+        procs.append(single)
+        texts = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+    for p, text in zip(procs, texts, strict=True):
+        assert p.returncode == 0, text
+    # only the chief (worker 0, the cluster has no chief task) wrote the shared run folder
+    assert f"model: {shared / 'model.keras'}" in texts[0]
+    worker_dirs = list((tmp_path / "tmp1").glob("nsfwkit-worker-*"))
+    assert len(worker_dirs) == 1 and f"model: {worker_dirs[0] / 'model.keras'}" in texts[1]
+    assert not list((tmp_path / "tmp0").iterdir())
+    assert len(list((shared / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert {p.name for p in shared.iterdir()} == {"model.keras", "model.spec.json", "log.csv", "config.json",
+                                                   "checkpoints", "tensorboard", "best.weights.h5"}
+    assert (worker_dirs[0] / "log.csv").is_file() and not (worker_dirs[0] / "config.json").exists()
+    # the same curve as one worker with the same global batch
+    chief, worker, alone = (train.read_state(d)["history"] for d in (shared, worker_dirs[0], tmp_path / "single"))
+    steps_per_epoch = -(-n_train // 8)
+    assert [h["steps"] for h in chief] == [steps_per_epoch * (i + 1) for i in range(3)]
+    assert [h["steps"] for h in alone] == [h["steps"] for h in chief]
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        np.testing.assert_allclose([h[key] for h in chief], [h[key] for h in alone], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose([h[key] for h in worker], [h[key] for h in chief], rtol=1e-6, err_msg=key)
+    losses = [h["loss"] for h in alone]
+    assert min(abs(a - b) / b for a, b in zip(losses[:-1], losses[1:], strict=True)) > 1e-3  # the curve is not flat
+    # the weights at the end of the run (the last checkpoint) and the saved (best) model
+    import keras
+
+    cfg_obj, names = train.TrainConfig(**cfg), data.manifest_class_names(manifest)
+    start = train.build_classifier(cfg_obj, names)[0].get_weights()
+    ends = []
+    for run in (shared, tmp_path / "single"):
+        model = train.build_classifier(cfg_obj, names)[0]
+        latest = json.loads((run / "checkpoints" / "latest.json").read_text())["checkpoint"]
+        model.load_weights(run / "checkpoints" / latest / "model.weights.h5")
+        ends.append(model.get_weights())
+        ends.append(keras.saving.load_model(run / "model.keras").get_weights())
+    moved = 0
+    for two, two_best, one, one_best, w0 in zip(*ends, start, strict=True):
+        np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(two_best, one_best, rtol=1e-5, atol=1e-6)
+        moved += np.abs(one - w0).max() > 1e-2
+    assert moved == 6  # head kernel and bias, and both unfrozen layers, trained (the same way in both)

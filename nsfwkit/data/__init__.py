@@ -29,6 +29,8 @@ The modules, one job each (everything is importable from ``nsfwkit.data`` itself
 * :mod:`~nsfwkit.data.scan` -- :func:`scan_folder`, :func:`validate_files`, :class:`Record`,
   :class:`DatasetError` (input discovery, validation, quarantine);
 * :mod:`~nsfwkit.data.duplicates` -- :func:`find_duplicate_groups` (hashing results -> groups);
+* :mod:`~nsfwkit.data.nearpairs` -- :func:`near_pairs` (every pair of 64-bit hashes within a
+  Hamming distance, through a multi-index search; :func:`unique_near_pairs` its compact form);
 * :mod:`~nsfwkit.data.split` -- :func:`split_groups` (groups -> train/val/test);
 * :mod:`~nsfwkit.data.manifest` -- :class:`PreparedDataset` and its files, reading a manifest
   back (:func:`read_manifest`, :func:`manifest_arrays`, ...), class names and weights;
@@ -49,6 +51,7 @@ from .manifest import (
     manifest_class_names,
     read_manifest,
 )
+from .nearpairs import near_pairs, unique_near_pairs
 from .plots import plot_class_balance, plot_samples, redact
 from .preparation import prepare
 from .scan import DatasetError, Record, scan_folder, validate_files
@@ -70,6 +73,8 @@ __all__ = [
     "scan_folder",
     "validate_files",
     "find_duplicate_groups",
+    "near_pairs",
+    "unique_near_pairs",
     "split_groups",
     "prepare",
     "read_manifest",
