@@ -323,8 +323,8 @@ def _int8_builder(saved_model: Path, calibration: np.ndarray):
     return {n: 1 for n in layers}, build
 
 
-def _convert(saved_model: Path, precision: str, *, calibration: np.ndarray,
-             reference: np.ndarray, plan: bool) -> tuple[bytes, dict[str, Any] | None]:
+def _convert(saved_model: Path, precision: str, *, calibration: np.ndarray | None,
+             reference: np.ndarray | None, plan: bool) -> tuple[bytes, dict[str, Any] | None]:
     """The model bytes and its precision plan (``None`` for float32)."""
     if precision == "float32":
         return _converter(saved_model, precision="float32").convert(), None
@@ -348,6 +348,14 @@ def _convert(saved_model: Path, precision: str, *, calibration: np.ndarray,
                              "calibration_max_abs_diff": round(float(measure(model_bytes).max()), 7)}
     return common.plan_mix(units, build=build, measure=measure, target=target, per_byte=per_byte,
                            n_images=len(calibration))
+
+
+def _output_name(model_bytes: bytes) -> str:
+    """The output's key in the model's (first) signature, e.g. ``output_0``."""
+    fu, _ = _fb()
+    (signature,) = fu.convert_bytearray_to_object(model_bytes).signatureDefs[:1]
+    name = signature.outputs[0].name
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _input_info(spec: ModelSpec, precision: str) -> dict[str, Any]:
@@ -396,7 +404,8 @@ def export_tflite(model, out_dir: str | os.PathLike, *, spec: ModelSpec, quantiz
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     export_model = inference_model(model, input_name=spec.input_name)
-    calib, calib_report = common.calibration_images(spec.image_size, calibration)
+    calib, calib_report = (common.calibration_images(spec.image_size, calibration)
+                           if precision != "float32" else (None, None))
     test = common.resized(list(common.parity_images(spec.image_size).values()), spec.image_size)
     if precision == "int8":  # uint8 input: Keras gets the same whole-number pixels as LiteRT
         calib, test = np.rint(calib), np.rint(test)
@@ -404,12 +413,13 @@ def export_tflite(model, out_dir: str | os.PathLike, *, spec: ModelSpec, quantiz
         with tempfile.TemporaryDirectory(prefix="tflite-sm-") as scratch, common.quiet_tf():
             saved_model = Path(scratch) / "saved_model"
             export_model.export(str(saved_model), format="tf_saved_model", verbose=False)
-            reference = export_model.predict(calib, batch_size=32, verbose=0)
+            reference = export_model.predict(calib, batch_size=32, verbose=0) if calib is not None else None
             model_bytes, plan_info = _convert(saved_model, precision, calibration=calib,
                                               reference=reference, plan=plan)
         sidecar = common.metadata(
             spec, fmt="tflite", precision=precision, model_input=_input_info(spec, precision),
-            output={"dtype": "float32", "kind": "probabilities", "classes": list(spec.class_names)},
+            output={"name": _output_name(model_bytes), "dtype": "float32", "kind": "probabilities",
+                    "classes": list(spec.class_names)},
             versions=_versions())
         sidecar["plan"] = plan_info
         sidecar["calibration"] = calib_report

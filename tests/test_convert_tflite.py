@@ -152,6 +152,7 @@ def test_metadata_sidecar_and_flatbuffer(litert, tiny, exports):
     assert sidecar["input"]["dtype"] == "uint8" and sidecar["input"]["range"] == [0, 255]
     assert sidecar["format"] == "tflite" and sidecar["precision"] == "int8"
     assert sidecar["output"]["dtype"] == "float32" and "ai_edge_litert" in sidecar["versions"]
+    assert sidecar["input"]["name"] == "image" and sidecar["output"]["name"] == "output_0"
     assert ModelSpec.load(path.replace("model.tflite", "spec.json")) == spec
     inner = litert.read_tflite_metadata(path)
     assert inner["class_names"] == sidecar["class_names"] and inner["input"] == sidecar["input"]
