@@ -27,7 +27,7 @@ setup: $(STAMPS)/python $(STAMPS)/convert $(STAMPS)/node models
 $(STAMPS)/python: pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "nsfwkit needs Python 3.11, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c requirements/constraints.txt -e ".[cpu,dev,video]"
+	$(PIP) install -q -c requirements/constraints.txt -e ".[cpu,dev,video,runtimes]"
 	@mkdir -p $(STAMPS) && touch $@
 
 # The TF.js converter, without its dependencies: see requirements/convert.txt for why.
@@ -67,6 +67,7 @@ bench: setup browser
 	$(PY) benchmarks/filters.py
 	$(PY) benchmarks/cam.py
 	$(PY) benchmarks/browser.py
+	$(PY) benchmarks/runtimes.py
 
 clean-venv:
 	rm -rf $(VENV)
