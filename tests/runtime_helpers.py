@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
-from convert_fixtures import missing
+from convert_helpers import missing
 
 
 def require(*modules: str) -> None:

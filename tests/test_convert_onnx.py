@@ -103,7 +103,7 @@ def test_unknown_precision_is_refused(ort_export, tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_model_float32_and_float16_within_the_bar(ort_export, default_model, tmp_path):  # noqa: F811
+def test_default_model_float32_and_float16_within_the_bar(ort_export, default_model, tmp_path):
     """MobileNetV2 (nsfwjs): plain float16 weights miss 1e-3, the measured mix must not."""
     model, spec = default_model
     rows = {p: ort_export.export_onnx(model, tmp_path / p, spec=spec, precision=p) for p in ort_export.PRECISIONS}

@@ -221,7 +221,7 @@ def test_caller_model_is_not_modified(litert, tiny, exports):
 # The real default model
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_default_model_every_precision_within_the_bar(litert, default_model, tmp_path):  # noqa: F811
+def test_default_model_every_precision_within_the_bar(litert, default_model, tmp_path):
     """MobileNetV2 (nsfwjs): plain float16/dynamic/int8 miss the bars, so the measured mixes
     must bring them within (held-out parity images) and still be smaller than float32."""
     model, spec = default_model

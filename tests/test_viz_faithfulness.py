@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz_fixtures import (  # noqa: F401  (fixtures)
+from viz_helpers import (
     assert_same_model,
-    branching_model,
-    cat_image,
-    default_model,
     model_fingerprint,
 )
 

@@ -34,6 +34,7 @@ __all__ = [
     "last_conv_layer",
     "default_filter_layers",
     "feature_model",
+    "logits_model",
     "output_layer",
     "input_size",
     "as_model_input",
@@ -433,6 +434,15 @@ def _build_feature_model(model, objects, head, pre):
 def _linearize_needed(layer) -> bool:
     kind = type(layer).__name__
     return kind == "Softmax" or _activation_name(layer) in ("softmax", "sigmoid")
+
+
+def logits_model(model):
+    """A model returning the pre-softmax class scores ``(N, classes)`` of ``model`` (no copy of
+    its weights: it shares them, so randomising a clone's weights shows through)."""
+    import keras
+
+    sub = feature_model(model, [], head="logits")
+    return keras.Model(sub.inputs[0], sub.outputs[-1], name=f"{model.name}_logits")
 
 
 def scores_to_probabilities(model, scores):
