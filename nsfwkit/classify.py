@@ -156,7 +156,7 @@ def classify(
         nsfw_classes: classes summed into ``nsfw`` (default: the spec's, Hentai+Porn+Sexy).
         workers: decoding threads (default: twice the CPU count, at most 8).
         recursive: walk folders recursively.
-        progress: show a tqdm progress bar on stderr.
+        progress: show a text progress bar (stderr; stdout inside a notebook).
         safe_mode: load model files in Keras safe mode.
     """
     if isinstance(paths, (str, os.PathLike)):
@@ -179,9 +179,9 @@ def classify(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(files), unit="img", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=len(files), unit="img", dynamic_ncols=True)
 
     def decode(path: Path):
         try:

@@ -442,7 +442,7 @@ def train(
             over, discarding this run folder's checkpoints). Resuming a finished run trains
             nothing and keeps its ``model.keras`` and spec (threshold included) as they are.
         verbose: print one line per epoch.
-        progress: a progress bar over each epoch's steps (``tqdm.auto``: a widget in Jupyter);
+        progress: a text progress bar over each epoch's steps (:mod:`nsfwkit.progress`);
             default: on when ``verbose``.
 
     Multi-worker runs: only the chief (task type ``chief``, or worker 0 when there is no
@@ -629,9 +629,9 @@ def train(
             else ds
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from .progress import progress_bar
 
-            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], unit="step",
+            bar = progress_bar(total=steps_per_epoch, initial=state["step_in_epoch"], unit="step",
                        desc=f"epoch {epoch} [{phase}]", leave=False)
         for x, y, w in dist_ds:
             loss, correct = train_step(x, y, w)

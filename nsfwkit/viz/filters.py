@@ -252,10 +252,10 @@ def _deprocess(x: np.ndarray, *, contrast: float = 0.15) -> np.ndarray:
 
 
 def _progress(enabled: bool | None, total: int, desc: str):
-    """A ``tqdm.auto`` bar (a widget under Jupyter/papermill, text on a terminal); None = on."""
-    from tqdm.auto import tqdm
+    """A text progress bar (:func:`nsfwkit.progress.progress_bar`: survives a notebook reload); None = on."""
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=enabled is False, leave=False)
+    return progress_bar(total=total, desc=desc, disable=enabled is False, leave=False)
 
 
 def maximize_filters(
@@ -289,8 +289,8 @@ def maximize_filters(
         jit_compile: compile the optimisation step with XLA (GPU; works on CPU too). Both
             recipes compile whole: the quality recipe's random affine transform is a
             gather-based warp (:func:`affine_warp`) that XLA supports.
-        progress: show a progress bar (``tqdm.auto``: a widget in notebooks, text on a
-            terminal). None or True = on; False = off.
+        progress: show a text progress bar (stdout in a notebook, stderr on a terminal).
+            None or True = on; False = off.
 
     Returns:
         A :class:`FilterResult`.
