@@ -49,6 +49,7 @@ import numpy as np
 from .layers import (
     as_model_input,
     cached,
+    compiled,
     feature_model,
     forward_fn,
     last_conv_layer,
@@ -98,7 +99,7 @@ def _gradient_fn(model, layer: str, *, jit_compile: bool = False):
 
         sub = feature_model(model, [layer], head="logits")
 
-        @tf.function(reduce_retracing=True, jit_compile=jit_compile, autograph=False)
+        @compiled(reduce_retracing=True, jit_compile=jit_compile, autograph=False)
         def fn(x, cls):
             with tf.GradientTape() as tape:
                 acts, logits = sub(x, training=False)

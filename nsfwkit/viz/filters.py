@@ -37,7 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .layers import cached, default_filter_layers, feature_model, input_size, layer_path
+from .layers import cached, compiled, default_filter_layers, feature_model, input_size, layer_path
 
 __all__ = ["RECIPES", "DEFAULT_STEPS", "FilterResult", "affine_warp", "maximize_filters", "visualize_filters"]
 
@@ -203,12 +203,12 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
             matrix = tf.stack([a00, a01, a02, a10, a11, a12], axis=1)
             return affine_warp(img, matrix, fill_value=0.5)
 
-        @tf.function(reduce_retracing=True, autograph=False)
+        @compiled(reduce_retracing=True, autograph=False)
         def objective(x, onehot):
             activation = _objective(tf.nest.flatten(post(x, training=False))[0], onehot, border)
             return _objective(features(x), onehot, border), activation
 
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        @compiled(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
         def classic_step(x, onehot, step_size):
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -218,7 +218,7 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
             g = g / (tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3], keepdims=True)) + 1e-5)
             return tf.clip_by_value(x + step_size * g, 0.0, 255.0), obj
 
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        @compiled(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
         def quality_step(p, m, v, t, onehot, step_seed, lr):
             with tf.GradientTape() as tape:
                 tape.watch(p)
@@ -233,7 +233,7 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
             v_hat = v / (1.0 - tf.pow(0.999, t))
             return p - lr * m_hat / (tf.sqrt(v_hat) + 1e-8), m, v, t, obj
 
-        @tf.function(reduce_retracing=True, autograph=False)
+        @compiled(reduce_retracing=True, autograph=False)
         def render(p):
             return to_unit_image(p) * 255.0
 
