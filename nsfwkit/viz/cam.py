@@ -61,6 +61,7 @@ __all__ = [
     "CamResult",
     "METHODS",
     "compute_cam",
+    "cam_coverage",
     "grad_cam",
     "grad_cam_plus_plus",
     "score_cam",
@@ -221,6 +222,21 @@ def compute_cam(
         layer=layer,
         method=method,
     )
+
+
+def cam_coverage(maps: np.ndarray, *, threshold: float = 0.01) -> np.ndarray:
+    """The fraction of each map above ``threshold``: ``float32`` ``(N,)`` in ``[0, 1]``.
+
+    Maps are scaled to their own maximum, so a low coverage means the class evidence at this
+    layer is a few faint spots or nothing (typical of early layers, which the class gradient
+    barely reaches).
+
+    Args:
+        maps: ``(N, H, W)`` or ``(H, W)`` CAMs in ``[0, 1]``.
+    """
+    arr = np.asarray(maps, np.float32)
+    arr = arr[None] if arr.ndim == 2 else arr
+    return (arr > threshold).reshape(arr.shape[0], -1).mean(axis=1).astype(np.float32)
 
 
 def _score_cam(model, x, size, cls, layer, *, batch_size: int, max_channels: int | None) -> CamResult:
