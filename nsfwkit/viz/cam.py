@@ -227,9 +227,9 @@ def compute_cam(
 def cam_coverage(maps: np.ndarray, *, threshold: float = 0.01) -> np.ndarray:
     """The fraction of each map above ``threshold``: ``float32`` ``(N,)`` in ``[0, 1]``.
 
-    Maps are scaled to their own maximum, so a low coverage means the class evidence at this
-    layer is a few faint spots or nothing (typical of early layers, which the class gradient
-    barely reaches).
+    Maps are scaled to their own maximum, so a low coverage (at ``threshold=0.5``, half the peak)
+    means the class evidence at this layer is a few hot pixels or nothing: typical of early
+    layers, which the class gradient barely reaches.
 
     Args:
         maps: ``(N, H, W)`` or ``(H, W)`` CAMs in ``[0, 1]``.
