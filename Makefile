@@ -11,6 +11,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMPS := $(VENV)/.stamps
 NPM    ?= npm
 PYTEST_ARGS ?=
+# The suite runs on every core; tests sharing a once-per-run build stay on one worker (tests/conftest.py).
+PYTEST_XDIST ?= -n auto --dist loadgroup
 
 .PHONY: setup demo test bench models browser lab git-filter clean-venv help
 .DEFAULT_GOAL := help
@@ -79,7 +81,7 @@ lab: setup
 	$(PY) -m nsfwkit.jupyter lab
 
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 # Speed targets: each prints a ratio against a baseline measured in the same run.
 bench: setup browser

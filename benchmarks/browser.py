@@ -68,7 +68,7 @@ def main() -> int:
         server = serve.serve_in_thread(site)
         try:
             with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-                out = convert.run_node(REPO / "js" / "browser_check.mjs", {
+                out = convert.run_node("browser_check.mjs", {
                     "url": server.url, "chromium": shutil.which("chromium") or "/usr/bin/chromium", "user_data_dir": profile,
                     "bench": {"size": spec.image_size, "repeat": args.repeat, "file": str(work / "img.rgb"),
                               "width": img.shape[1], "height": img.shape[0], "models": [

@@ -28,8 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
-from .fileio import atomic_path, write_text
+from .fileio import atomic_path, json_safe, write_text
+from .kerasutil import inference_fn
 from .spec import ModelSpec, spec_path_for
+from .zoo import DEFAULT_MODEL
 
 __all__ = [
     "predict",
@@ -70,11 +72,7 @@ def predict(model, paths: Sequence[str], *, image_size: int, batch_size: int = 3
     if n == 0:
         return probs, ok
     ds = _data.decode_dataset(list(paths), image_size=image_size, cache=False).batch(batch_size)
-
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        return model(x, training=False)
-
+    forward = inference_fn(model, image_size)
     for idx, x in ds.prefetch(tf.data.AUTOTUNE):
         i = idx.numpy()
         probs[i] = np.asarray(forward(x), np.float32)
@@ -82,17 +80,13 @@ def predict(model, paths: Sequence[str], *, image_size: int, batch_size: int = 3
     return probs, ok
 
 
-def _norm(name: str) -> str:
-    name = re.sub(r"[^a-z0-9]", "", name.lower())
-    return name[:-1] if name.endswith("s") and len(name) > 3 else name
-
-
 def align_classes(probs: np.ndarray, model_classes: Sequence[str],
                   dataset_classes: Sequence[str]) -> np.ndarray | None:
     """Reorder a model's probability columns to a dataset's classes, matching names loosely
-    (case, plural: ``Drawing`` == ``drawings``). None when some dataset class has no match."""
-    lookup = {_norm(c): i for i, c in enumerate(model_classes)}
-    cols = [lookup.get(_norm(c)) for c in dataset_classes]
+    (:func:`nsfwkit.data.class_key`: ``Drawing`` == ``drawings``). None when some dataset class
+    has no match."""
+    lookup = {_data.class_key(c): i for i, c in enumerate(model_classes)}
+    cols = [lookup.get(_data.class_key(c)) for c in dataset_classes]
     if any(c is None for c in cols):
         return None
     return probs[:, cols]
@@ -198,18 +192,6 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, *, bins: int = 10) -> dic
     return {"ece": float(ece), "bins": table}
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
-    return obj
-
-
 def evaluate_predictions(
     y_true: np.ndarray,
     probs: np.ndarray | None,
@@ -293,7 +275,7 @@ def evaluate_predictions(
             "threshold_chosen_here": threshold is None,
             "at_0.5": binary_confusion(y_bin, s, 0.5),
         }
-    return _nan_to_none(report)
+    return json_safe(report)
 
 
 def evaluate_model(model, spec: ModelSpec, paths: Sequence[str], labels: np.ndarray, *,
@@ -570,7 +552,7 @@ def evaluate_run(
     out_dir: str | os.PathLike,
     *,
     target: str = "nsfw_recall>=0.95",
-    baseline: str | None = "mobilenet_v2",
+    baseline: str | None = DEFAULT_MODEL,
     nsfw_classes: Sequence[str] | None = None,
     redact_images: bool = True,
     batch_size: int = 32,
@@ -691,7 +673,7 @@ def evaluate_run(
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=110)
         files[name] = path
-    files["report"] = write_text(out_dir / "report.json", json.dumps(_nan_to_none(full), indent=2) + "\n")
+    files["report"] = write_text(out_dir / "report.json", json.dumps(json_safe(full), indent=2) + "\n")
     if write_card:
         card = model_card(report, spec, baseline=base_report, dataset=dataset, notes=notes,
                           threshold_status=status)

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "replace_dir"]
+import numpy as np
+
+__all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "json_safe", "replace_dir",
+           "public_mode", "OWNER_MARKER", "LOCK_FILE", "ForeignFolderError", "FolderBusyError",
+           "folder_kind", "claim_folder", "remove_owned", "folder_lock"]
 
 
 @contextlib.contextmanager
@@ -55,19 +60,50 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> Path:
-    """Write ``data`` as JSON (non-JSON values via ``str``) atomically; return the path."""
+    """Write ``data`` as JSON (non-JSON values via ``str``) atomically; return the path.
+
+    Pass ``json_safe(data)`` for data holding NumPy values or NaN (written as ``null``).
+    """
     return write_text(path, json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None and NumPy scalars/arrays and paths as plain JSON values.
+
+    Dicts and lists/tuples are converted recursively (tuples become lists); dict keys that JSON
+    cannot take (NumPy scalars, paths, ...) become plain ints/strings; anything else is returned as is.
+    """
+    if isinstance(value, dict):
+        return {_json_key(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _json_key(key: Any) -> Any:
+    if isinstance(key, np.generic):
+        key = key.item()
+    return key if isinstance(key, (str, int, float, bool)) or key is None else str(key)
 
 
 @contextlib.contextmanager
 def replace_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a staging directory and swap it in for ``dest`` only when complete.
 
-    On error the staging folder is removed and ``dest`` is left as it was.
+    On error the staging folder is removed and ``dest`` is left as it was. The folder gets the
+    mode a plain ``mkdir`` gives (the umask's), not ``tempfile.mkdtemp``'s 0700.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    stage = _new_folder(dest.parent, f".{dest.name}.tmp-")
     try:
         yield stage
     except BaseException:
@@ -75,8 +111,142 @@ def replace_dir(dest: str | os.PathLike) -> Iterator[Path]:
         raise
     old = None
     if dest.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old = _new_folder(dest.parent, f".{dest.name}.old-")
         os.replace(dest, old / dest.name)
     os.replace(stage, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new, empty folder ``parent/<prefix><random>`` (mode from the umask, like ``mkdir``)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{parent}: no free name for a temporary folder {prefix}*")
+
+
+def public_mode() -> int:
+    """The mode a plain ``mkdir`` would give a folder (0o777 minus the umask).
+
+    Folders the kit creates get this mode, so a copy on a web server is readable by it.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+# --------------------------------------------------------------------------------------------
+# Folders the kit owns, and who is writing into them
+# --------------------------------------------------------------------------------------------
+#: The marker file in every folder the kit writes into: ``{"nsfwkit": <kind>, "format": 1}``.
+OWNER_MARKER = ".nsfwkit.json"
+#: The lock file of a folder being written (an OS lock: released when its process dies).
+LOCK_FILE = ".nsfwkit.lock"
+
+
+class ForeignFolderError(FileExistsError):
+    """A folder the kit was asked to write into holds files it did not write (no marker)."""
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds a folder's lock."""
+
+
+def folder_kind(folder: str | os.PathLike) -> str | None:
+    """The kind recorded in ``folder``'s :data:`OWNER_MARKER`, or ``None`` (no or invalid marker)."""
+    try:
+        data = json.loads((Path(folder) / OWNER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = data.get("nsfwkit") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and data.get("format") == 1 else None
+
+
+def claim_folder(folder: str | os.PathLike, kind: str, *, legacy: Callable[[Path], bool] | None = None) -> Path:
+    """Make ``folder`` the kit's ``kind`` folder, or refuse: the rule for every output folder.
+
+    A missing or empty folder is created and marked; a folder already marked as ``kind`` is
+    returned as it is. Anything else (a file, a folder with the user's files, a folder of another
+    kind) raises :class:`ForeignFolderError` and nothing is written. ``legacy(folder)`` may
+    recognise a folder an older kit wrote before markers existed; it is then marked.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ForeignFolderError(f"{folder}: exists and is not a folder")
+    found = folder_kind(folder) if folder.is_dir() else None
+    if found == kind:
+        return folder
+    if found is not None:
+        raise ForeignFolderError(f"{folder}: is an nsfwkit {found} folder, not a {kind} folder: "
+                                 "choose another folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (legacy and legacy(folder)):
+        raise ForeignFolderError(
+            f"{folder}: exists, is not empty and was not written by nsfwkit (no {OWNER_MARKER}); "
+            "refusing to write into it: choose a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / OWNER_MARKER, {"nsfwkit": kind, "format": 1,
+                                       "note": f"written by nsfwkit ({kind}); the kit only ever "
+                                               "replaces or deletes the files it wrote here"})
+    return folder
+
+
+def remove_owned(folder: str | os.PathLike, kind: str, names: Iterable[str]) -> list[Path]:
+    """Delete the entries ``names`` (the kit's own layout) of a ``kind`` folder; return what went.
+
+    Refuses (:class:`ForeignFolderError`) unless the folder carries the ``kind`` marker, and
+    never touches an entry that is not named, so ``--overwrite``/``--restart`` cannot reach a
+    user's file. Names must be plain entries of the folder (no ``/``, no ``..``).
+    """
+    folder = Path(folder)
+    if folder_kind(folder) != kind:
+        raise ForeignFolderError(f"{folder}: not an nsfwkit {kind} folder; refusing to delete anything")
+    removed = []
+    for name in names:
+        if not name or name in (".", "..", OWNER_MARKER, LOCK_FILE) or "/" in name or os.sep in name:
+            raise ValueError(f"not a plain entry name: {name!r}")
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive OS lock on ``folder`` (created if missing) while writing into it.
+
+    A second writer gets :class:`FolderBusyError` naming the holder's PID at once (no waiting).
+    The lock is an ``flock`` on :data:`LOCK_FILE`, so the OS releases it when the holder dies,
+    even by ``kill -9``; the file itself stays (deleting it would race with a new holder).
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise FolderBusyError(f"{folder}: in use by another nsfwkit process (PID {holder}); "
+                                  "wait for it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield folder
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

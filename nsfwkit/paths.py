@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["repo_root", "cache_dir", "models_dir", "runs_dir", "dist_dir"]
+__all__ = ["repo_root", "cache_dir", "models_dir", "runs_dir", "dist_dir", "node_modules_dir"]
 
 
 def repo_root() -> Path:
@@ -41,3 +41,14 @@ def dist_dir() -> Path:
 
 def runs_dir() -> Path:
     return dist_dir() / "runs"
+
+
+def node_modules_dir() -> Path:
+    """``$NSFWKIT_NODE_MODULES``, else ``node_modules/`` in the repository (``npm ci``).
+
+    The npm packages (TF.js, nsfwjs, playwright-core) the kit's Node scripts import: an
+    installed kit (not in a checkout) points ``$NSFWKIT_NODE_MODULES`` at a ``node_modules``
+    folder holding them.
+    """
+    env = os.environ.get("NSFWKIT_NODE_MODULES")
+    return Path(env).expanduser() if env else repo_root() / "node_modules"

@@ -61,10 +61,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
-from .fileio import atomic_path, write_json
+from .fileio import atomic_path, replace_dir, write_json
+from .kerasutil import to_dtype_policy
 from .spec import ModelSpec, spec_path_for
+from .zoo import DEFAULT_MODEL
 
-__all__ = ["TrainConfig", "TrainResult", "build_classifier", "set_trainable", "train",
+__all__ = ["TrainConfig", "TrainResult", "TrainState", "build_classifier", "set_trainable", "train",
            "read_state", "to_dtype_policy", "map_layers", "plot_history"]
 
 
@@ -100,7 +102,7 @@ class TrainConfig:
         throttle_s: sleep after each step (tests and demos of interruption only).
     """
 
-    backbone: str = "mobilenet_v2"
+    backbone: str = DEFAULT_MODEL
     weights: str | None = "imagenet"
     image_size: int | None = None
     batch_size: int = 32
@@ -234,30 +236,6 @@ def set_trainable(model, base_layers, phase: str, *, unfreeze: int) -> int:
     return len(model.trainable_weights)
 
 
-def to_dtype_policy(model, policy: str):
-    """A copy of ``model`` whose layers compute in ``policy`` (e.g. ``mixed_float16``).
-
-    Nested models (a ``keras.applications`` backbone is one nested layer) are cloned
-    recursively, so their layers compute in ``policy`` too. The final layer keeps float32
-    outputs. Weights are copied; the input model is unchanged. Use :func:`map_layers` to find a
-    list of the old model's layers in the copy.
-    """
-    import keras
-
-    last = model.layers[-1]
-
-    def clone(layer):
-        cfg = layer.get_config()
-        cfg["dtype"] = "float32" if layer is last else policy
-        return layer.__class__.from_config(cfg)
-
-    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for src, dst in zip(model.layers, new.layers):
-        if src.weights:
-            dst.set_weights(src.get_weights())
-    return new
-
-
 def map_layers(model, copy, layers) -> list:
     """The layers of ``copy`` (a clone of ``model``) that correspond to ``layers`` of ``model``.
 
@@ -293,34 +271,113 @@ def map_layers(model, copy, layers) -> list:
 # ------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainState:
+    """Where a run stands: counters, running sums, early stopping and history.
+
+    Saved as ``state.json`` in every checkpoint (the layout :func:`read_state` returns, with the
+    running sums as ``sums: [loss_sum, correct_sum, seen]``).
+
+    Attributes:
+        epoch: the epoch being trained (the number of epochs done).
+        step_in_epoch: steps of ``epoch`` done.
+        global_step: steps done in the whole run.
+        phase: the phase of ``epoch`` (``head`` or ``finetune``).
+        best_val_loss: per phase, the best validation loss so far (None: it was not finite).
+        wait: per phase, epochs since the validation loss last improved.
+        loss_sum: sum of the per-batch losses times batch size, over ``epoch``'s steps so far.
+        correct_sum: correctly classified training images over ``epoch``'s steps so far.
+        seen: training images over ``epoch``'s steps so far.
+        history: one row per finished epoch (the rows of ``log.csv``).
+        stopped_early: phases that early stopping ended.
+        resumes: how often the run was resumed.
+    """
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    phase: str = ""
+    best_val_loss: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    wait: dict[str, int] = dataclasses.field(default_factory=dict)
+    loss_sum: float = 0.0
+    correct_sum: float = 0.0
+    seen: float = 0.0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    stopped_early: dict[str, bool] = dataclasses.field(default_factory=dict)
+    resumes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``state.json`` layout."""
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "phase": self.phase,
+                "best_val_loss": self.best_val_loss, "wait": self.wait,
+                "sums": [self.loss_sum, self.correct_sum, self.seen], "history": self.history,
+                "stopped_early": self.stopped_early, "resumes": self.resumes}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainState":
+        loss_sum, correct_sum, seen = values["sums"]
+        return cls(epoch=int(values["epoch"]), step_in_epoch=int(values["step_in_epoch"]),
+                   global_step=int(values["global_step"]), phase=values.get("phase", ""),
+                   best_val_loss=values["best_val_loss"], wait=values["wait"],
+                   loss_sum=loss_sum, correct_sum=correct_sum, seen=seen,
+                   history=values["history"], stopped_early=values["stopped_early"],
+                   resumes=int(values.get("resumes", 0)))
+
+    def add_step(self, loss: float, correct: float, n: int) -> None:
+        """Count one training step of ``n`` images with mean ``loss`` and ``correct`` hits."""
+        self.loss_sum += loss * n
+        self.correct_sum += correct
+        self.seen += n
+        self.step_in_epoch += 1
+        self.global_step += 1
+
+    def update_early_stopping(self, val_loss: float, *, min_delta: float, patience: int) -> bool:
+        """Track the phase's best validation loss; True when the phase just ran out of patience."""
+        phase = self.phase
+        best = self.best_val_loss.get(phase)
+        improved = best is None or not np.isfinite(val_loss) or val_loss < best - min_delta
+        if improved:
+            self.best_val_loss[phase] = val_loss if np.isfinite(val_loss) else None
+            self.wait[phase] = 0
+            return False
+        self.wait[phase] = self.wait.get(phase, 0) + 1
+        if patience and self.wait[phase] >= patience:
+            self.stopped_early[phase] = True
+            return True
+        return False
+
+    def next_epoch(self) -> None:
+        """Move to the start of the next epoch (running sums back to zero)."""
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.loss_sum = self.correct_sum = self.seen = 0.0
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
     write_json(path, obj, indent=1)
 
 
-def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> Path:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    name = f"ckpt-{state['global_step']:08d}-e{state['epoch']:03d}"
-    tmp = ckpt_dir / f".{name}.tmp{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_weights(tmp / "model.weights.h5")
-    opt_vars = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
-    with open(tmp / "optimizer.npz", "wb") as fh:
-        np.savez(fh, **opt_vars)
-    rng_vars = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(_rng_variables(model))}
-    with open(tmp / "rng.npz", "wb") as fh:
-        np.savez(fh, **rng_vars)
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    final = ckpt_dir / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _atomic_json(ckpt_dir / "latest.json", {"checkpoint": name, "global_step": state["global_step"]})
+def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: TrainState) -> Path:
+    """Write a checkpoint folder (whole or not at all), point ``latest.json`` at it, and remove
+    the older ones (and debris of interrupted saves)."""
+    name = f"ckpt-{state.global_step:08d}-e{state.epoch:03d}"
+    with replace_dir(ckpt_dir / name) as tmp:
+        model.save_weights(tmp / "model.weights.h5")
+        _save_variables(tmp / "optimizer.npz", optimizer.variables)
+        _save_variables(tmp / "rng.npz", _rng_variables(model))
+        (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=1))
+    _atomic_json(ckpt_dir / "latest.json", {"checkpoint": name, "global_step": state.global_step})
     for old in ckpt_dir.iterdir():  # keep the newest only
-        if old.is_dir() and old.name != name and (old.name.startswith("ckpt-") or ".tmp" in old.name):
+        if old.is_dir() and old.name != name and old.name.startswith(("ckpt-", ".ckpt-")):
             shutil.rmtree(old, ignore_errors=True)
-    return final
+    return ckpt_dir / name
+
+
+def _save_variables(path: Path, variables) -> None:
+    values = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    with open(path, "wb") as fh:
+        np.savez(fh, **values)
 
 
 def _rng_variables(model) -> list:
@@ -361,6 +418,16 @@ def _restore_optimizer(optimizer, path: Path) -> None:
                          f"{len(optimizer.variables)} (was the config changed?)")
     for var, value in zip(optimizer.variables, values):
         var.assign(value)
+
+
+def _restore_checkpoint(ckpt_dir: Path, model, optimizer=None) -> None:
+    """Load the latest checkpoint's weights and random state into ``model`` (and its optimizer
+    state into ``optimizer``, when given)."""
+    latest = ckpt_dir / json.loads((ckpt_dir / "latest.json").read_text())["checkpoint"]
+    model.load_weights(latest / "model.weights.h5")
+    _restore_rng(model, latest / "rng.npz")
+    if optimizer is not None:
+        _restore_optimizer(optimizer, latest / "optimizer.npz")
 
 
 # ------------------------------------------------------------------------------------------
@@ -456,19 +523,45 @@ def train(
         DatasetError: fewer than two classes have training images, or the split is empty.
         ValueError: ``resume`` is set and ``run_dir`` holds a run with a different config.
     """
-    import keras
-    import tensorflow as tf
-
-    if config is None:
-        config = TrainConfig()
-    elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
+    config = _as_config(config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if progress is None:
-        progress = verbose
+    splits = _read_splits(manifest, config)
+    devices = _Devices.detect(config)
+    out_dir, saved_state = _open_run_folder(run_dir, manifest, config, splits, devices, resume=resume)
+    loop = _Loop(config, splits, devices, run_dir=run_dir, out_dir=out_dir, verbose=verbose,
+                 progress=verbose if progress is None else progress)
+    state, resumed_from = loop.resume(saved_state)
+    loop.run_epochs(state, resumed=resumed_from is not None)
+    return loop.finalise(state, manifest=manifest, resumed_from=resumed_from,
+                         nsfw_classes=nsfw_classes)
 
-    # ---- data ------------------------------------------------------------------------------
+
+def _as_config(config: TrainConfig | dict | None) -> TrainConfig:
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, dict):
+        return TrainConfig.from_dict(config)
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class _Splits:
+    """A manifest's train and val splits as arrays, with a loss weight per training image."""
+
+    class_names: tuple[str, ...]
+    train_paths: list[str]
+    train_labels: np.ndarray
+    val_paths: list[str]
+    val_labels: np.ndarray
+    sample_weights: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _read_splits(manifest: str | os.PathLike, config: TrainConfig) -> _Splits:
     class_names = _data.manifest_class_names(manifest)
     train_paths, train_labels, _ = _data.manifest_arrays(manifest, "train", class_names=class_names)
     val_paths, val_labels, _ = _data.manifest_arrays(manifest, "val", class_names=class_names)
@@ -481,22 +574,43 @@ def train(
     num_classes = len(class_names)
     weights = (_data.class_weights(train_labels, num_classes) if config.class_weighting
                else np.ones(num_classes, np.float32))
-    sample_weights = weights[train_labels]
+    return _Splits(class_names=class_names, train_paths=train_paths, train_labels=train_labels,
+                   val_paths=val_paths, val_labels=val_labels, sample_weights=weights[train_labels])
 
-    # ---- resume? ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Devices:
+    """How a run computes: a mixed dtype policy (None: float32), XLA, a distribution strategy."""
+
+    policy: str | None
+    jit: bool
+    strategy: Any
+
+    @classmethod
+    def detect(cls, config: TrainConfig) -> "_Devices":
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        return cls(policy=_mixed_policy(config.mixed_precision, gpus),
+                   jit=_resolve_auto(config.jit_compile, gpus),
+                   strategy=_strategy(config.strategy, gpus))
+
+
+def _open_run_folder(run_dir: Path, manifest, config: TrainConfig, splits: _Splits,
+                     devices: _Devices, *, resume: bool) -> tuple[Path, TrainState | None]:
+    """``(out_dir, state)``: where this process writes, and the checkpoint state to resume
+    (None: start from scratch).
+
+    A run folder is resumed only when it holds this very config and dataset (else
+    ``ValueError``). The chief writes ``config.json`` (and, without ``resume``, discards the old
+    checkpoints); non-chief workers of a multi-worker run never write into the shared run
+    folder, only into a temporary one.
+    """
     config_path = run_dir / "config.json"
-    saved = {"config": config.to_dict(), "class_names": list(class_names),
-             "train_files": len(train_paths), "manifest_sha256": manifest_digest(manifest)}
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    policy = _mixed_policy(config.mixed_precision, gpus)
-    mixed = policy is not None
-    jit = _resolve_auto(config.jit_compile, gpus)
-    strategy = _strategy(config.strategy, gpus)
-    chief = is_chief(strategy)
-    # non-chief workers of a multi-worker run never write into the shared run folder
+    saved = {"config": config.to_dict(), "class_names": list(splits.class_names),
+             "train_files": len(splits.train_paths), "manifest_sha256": manifest_digest(manifest)}
+    chief = is_chief(devices.strategy)
     out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="nsfwkit-worker-"))
-    read_ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir = out_dir / "checkpoints"
     state = read_state(run_dir) if resume else None
     if state is not None:
         previous = json.loads(config_path.read_text()) if config_path.is_file() else None
@@ -506,226 +620,302 @@ def train(
                 "run folder or resume=False to start over"
             )
     if chief:
+        ckpt_dir = out_dir / "checkpoints"
         if not resume and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
         _atomic_json(config_path, saved)
+    return out_dir, None if state is None else TrainState.from_dict(state)
 
-    # ---- model -----------------------------------------------------------------------------
-    with strategy.scope():
+
+def _build_model(config: TrainConfig, class_names: Sequence[str], devices: _Devices):
+    """:func:`build_classifier` under the strategy's scope, copied into the mixed dtype policy
+    when there is one: ``(model, base_spec, base_layers)``."""
+    with devices.strategy.scope():
         model, base_spec, base_layers = build_classifier(config, class_names)
-        if policy:
-            mixed_model = to_dtype_policy(model, policy)
+        if devices.policy:
+            mixed_model = to_dtype_policy(model, devices.policy)
             base_layers = map_layers(model, mixed_model, base_layers)
             model = mixed_model
-    image_size = int(model.inputs[0].shape[1])
+    return model, base_spec, base_layers
 
-    steps_per_epoch = math.ceil(len(train_paths) / config.batch_size)
-    if config.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, int(config.steps_per_epoch))
-    phases = ["head"] * config.epochs_head + ["finetune"] * config.epochs_finetune
-    # decoded in epoch 0's order, so the first epoch trains while it decodes; later epochs
-    # shuffle the cached images
-    decoded_train = _data.decode_dataset(train_paths, image_size=image_size, cache=config.cache,
-                                         order=_data.epoch_order(len(train_paths), config.seed, 0))
-    decoded_val = _data.decode_dataset(val_paths, image_size=image_size, cache=config.cache)
 
-    if state is None:
-        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "phase": phases[0] if phases else "",
-                 "best_val_loss": {}, "wait": {}, "sums": [0.0, 0.0, 0.0], "history": [],
-                 "stopped_early": {}, "resumes": 0}
-        resumed_from = None
-    else:
-        resumed_from = int(state["global_step"])
-        state["resumes"] = int(state.get("resumes", 0)) + 1
-        if verbose:
-            print(f"resuming from step {resumed_from} (epoch {state['epoch']}, "
-                  f"step {state['step_in_epoch']} of {steps_per_epoch})", flush=True)
+def _make_optimizer(model, learning_rate: float, policy: str | None):
+    """A built Adam for the model's trainable variables (with loss scaling for float16)."""
+    import keras
 
-    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing,
-                                                   reduction="none")
-    val_loss_fn = keras.losses.CategoricalCrossentropy(reduction="none")
-    writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
-    best_path = out_dir / "best.weights.h5"
+    opt = keras.optimizers.Adam(learning_rate=learning_rate)
+    if policy == "mixed_float16":  # bfloat16 has float32's range: no loss scaling
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    opt.build(model.trainable_variables)
+    return opt
 
-    def make_optimizer(phase: str):
-        lr = config.lr_head if phase == "head" else config.lr_finetune
-        opt = keras.optimizers.Adam(learning_rate=lr)
-        if policy == "mixed_float16":  # bfloat16 has float32's range: no loss scaling
-            opt = keras.optimizers.LossScaleOptimizer(opt)
-        opt.build(model.trainable_variables)
-        return opt
 
-    def make_steps(optimizer):
-        @tf.function(jit_compile=jit)
-        def step_fn(x, y, w):
-            with tf.GradientTape() as tape:
-                probs = model(x, training=True)
-                per_example = loss_fn(y, probs) * w
-                loss = tf.nn.compute_average_loss(per_example)
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
-            correct = tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(y, -1), tf.float32))
-            return loss, correct
+class _Steps:
+    """The compiled training step of one phase (each phase has its own optimizer).
 
-        @tf.function
-        def train_step(x, y, w):
-            loss, correct = strategy.run(step_fn, args=(x, y, w))
-            return (strategy.reduce("SUM", loss, axis=None),
-                    strategy.reduce("SUM", correct, axis=None))
+    ``train_step(x, y, w) -> (loss, correct)``: one optimizer step on a (distributed) batch,
+    the loss and the number of correct predictions summed over replicas.
+    """
 
-        return train_step
+    def __init__(self, model, optimizer, loss_fn, *, strategy, jit: bool):
+        import tensorflow as tf
 
-    @tf.function
-    def predict_step(x):
-        return model(x, training=False)
+        self.model, self.optimizer, self.loss_fn, self.strategy = model, optimizer, loss_fn, strategy
+        self._replica_step = tf.function(self._replica_step_fn, jit_compile=jit)
+        self.train_step = tf.function(self._train_step_fn)
 
-    def validate():
-        if not val_paths:
-            return float("nan"), float("nan")
-        ds = _data.make_dataset(val_paths, val_labels, image_size=image_size,
-                                batch_size=config.batch_size, num_classes=num_classes,
-                                decoded=decoded_val)
-        total, correct, n = 0.0, 0.0, 0
-        for x, y in ds:
-            probs = predict_step(x)
-            total += float(tf.reduce_sum(val_loss_fn(y, probs)))
-            correct += float(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(y, -1), tf.float32)))
-            n += int(x.shape[0])
-        return total / max(n, 1), correct / max(n, 1)
+    def _replica_step_fn(self, x, y, w):
+        import tensorflow as tf
 
-    current_phase = None
-    optimizer = train_step = None
-    start_time = time.time()
-    while state["epoch"] < len(phases):
-        epoch = state["epoch"]
-        phase = phases[epoch]
-        if state["stopped_early"].get(phase):
-            state["epoch"] += 1
-            continue
-        if phase != current_phase:
-            with strategy.scope():
-                n_trainable = set_trainable(model, base_layers, phase, unfreeze=config.unfreeze)
-                optimizer = make_optimizer(phase)
-            if resumed_from is not None and current_phase is None:
-                latest = json.loads((read_ckpt_dir / "latest.json").read_text())["checkpoint"]
-                model.load_weights(read_ckpt_dir / latest / "model.weights.h5")
-                _restore_rng(model, read_ckpt_dir / latest / "rng.npz")
-                if state.get("phase") == phase:  # the checkpoint's optimizer is this phase's
-                    _restore_optimizer(optimizer, read_ckpt_dir / latest / "optimizer.npz")
-            train_step = make_steps(optimizer)
-            current_phase = phase
-            if verbose:
-                print(f"phase {phase}: {n_trainable} trainable weight tensors, "
-                      f"lr {config.lr_head if phase == 'head' else config.lr_finetune:g}", flush=True)
-        state["phase"] = phase
+        with tf.GradientTape() as tape:
+            probs = self.model(x, training=True)
+            per_example = self.loss_fn(y, probs) * w
+            loss = tf.nn.compute_average_loss(per_example)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.model.trainable_variables)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(y, -1), tf.float32))
+        return loss, correct
+
+    def _train_step_fn(self, x, y, w):
+        loss, correct = self.strategy.run(self._replica_step, args=(x, y, w))
+        return (self.strategy.reduce("SUM", loss, axis=None),
+                self.strategy.reduce("SUM", correct, axis=None))
+
+
+class _Loop:
+    """One run's model, data and outputs, and the loop over its epochs.
+
+    :meth:`resume` gives the state to start from, :meth:`run_epochs` trains what is left of the
+    phases (checkpointing as it goes), :meth:`finalise` saves the inference model and its spec.
+    """
+
+    def __init__(self, config: TrainConfig, splits: _Splits, devices: _Devices, *, run_dir: Path,
+                 out_dir: Path, verbose: bool, progress: bool):
+        import keras
+        import tensorflow as tf
+
+        self.config, self.splits, self.devices = config, splits, devices
+        self.run_dir, self.out_dir = run_dir, out_dir
+        self.ckpt_dir = out_dir / "checkpoints"
+        self.best_path = out_dir / "best.weights.h5"
+        self.verbose, self.progress = verbose, progress
+        self.model, self.base_spec, self.base_layers = _build_model(config, splits.class_names, devices)
+        self.image_size = int(self.model.inputs[0].shape[1])
+        self.steps_per_epoch = math.ceil(len(splits.train_paths) / config.batch_size)
+        if config.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(config.steps_per_epoch))
+        self.phases = ["head"] * config.epochs_head + ["finetune"] * config.epochs_finetune
+        # decoded in epoch 0's order, so the first epoch trains while it decodes; later epochs
+        # shuffle the cached images
+        self.decoded_train = _data.decode_in_epoch_order(
+            splits.train_paths, image_size=self.image_size, seed=config.seed, cache=config.cache)
+        self.decoded_val = _data.DecodedImages(
+            _data.decode_dataset(splits.val_paths, image_size=self.image_size, cache=config.cache))
+        self.loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing,
+                                                            reduction="none")
+        self.val_loss_fn = keras.losses.CategoricalCrossentropy(reduction="none")
+        self.writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+        self.predict_step = tf.function(self._predict)
+        self.optimizer = None
+        self.steps: _Steps | None = None
+
+    def _predict(self, x):
+        return self.model(x, training=False)
+
+    def _lr(self, phase: str) -> float:
+        return self.config.lr_head if phase == "head" else self.config.lr_finetune
+
+    def resume(self, state: TrainState | None) -> tuple[TrainState, int | None]:
+        """``(state, resumed_from)``: a fresh state, or a checkpoint's and the step it was at.
+
+        The checkpoint's weights and optimizer are loaded when its phase starts
+        (:meth:`run_epochs`), once the phase's optimizer exists.
+        """
+        if state is None:
+            return TrainState(phase=self.phases[0] if self.phases else ""), None
+        state.resumes += 1
+        if self.verbose:
+            print(f"resuming from step {state.global_step} (epoch {state.epoch}, "
+                  f"step {state.step_in_epoch} of {self.steps_per_epoch})", flush=True)
+        return state, state.global_step
+
+    def run_epochs(self, state: TrainState, *, resumed: bool) -> None:
+        """Train every epoch ``state`` has not done, skipping phases stopped early."""
+        current = None
+        start_time = time.time()
+        while state.epoch < len(self.phases):
+            phase = self.phases[state.epoch]
+            if state.stopped_early.get(phase):
+                state.epoch += 1
+                continue
+            if phase != current:
+                # a resumed run loads its checkpoint into the first phase it trains; the saved
+                # optimizer state belongs to that phase only if the checkpoint was taken in it
+                restore = resumed and current is None
+                self._start_phase(phase, restore=restore, restore_optimizer=state.phase == phase)
+                current = phase
+            state.phase = phase
+            self._train_epoch(state)
+            self._end_epoch(state, start_time)
+
+    def _start_phase(self, phase: str, *, restore: bool, restore_optimizer: bool) -> None:
+        """Set the phase's trainable layers and a fresh optimizer (after a resume: load the
+        checkpoint into them), and compile the phase's training step."""
+        with self.devices.strategy.scope():
+            n_trainable = set_trainable(self.model, self.base_layers, phase, unfreeze=self.config.unfreeze)
+            self.optimizer = _make_optimizer(self.model, self._lr(phase), self.devices.policy)
+        if restore:
+            _restore_checkpoint(self.run_dir / "checkpoints", self.model,
+                                self.optimizer if restore_optimizer else None)
+        self.steps = _Steps(self.model, self.optimizer, self.loss_fn, strategy=self.devices.strategy,
+                            jit=self.devices.jit)
+        if self.verbose:
+            print(f"phase {phase}: {n_trainable} trainable weight tensors, "
+                  f"lr {self._lr(phase):g}", flush=True)
+
+    def _train_epoch(self, state: TrainState) -> None:
+        """The steps of ``state.epoch`` not done yet, with a checkpoint every
+        ``checkpoint_every`` global steps (except on an epoch's last step: its end saves one)."""
+        import tensorflow as tf
+
+        config, strategy = self.config, self.devices.strategy
+        options = _data.PipelineOptions(batch_size=config.batch_size, num_classes=self.splits.num_classes,
+                                        training=True, augment=config.augment, seed=config.seed,
+                                        epoch=state.epoch)
         ds = _data.make_dataset(
-            train_paths, train_labels, image_size=image_size, batch_size=config.batch_size,
-            num_classes=num_classes, training=True, augment=config.augment, seed=config.seed,
-            epoch=epoch, decoded=decoded_train, decoded_order_seed=config.seed,
-            sample_weights=sample_weights,
-        ).take(steps_per_epoch).skip(state["step_in_epoch"])
-        dist_ds = strategy.experimental_distribute_dataset(ds) if strategy.num_replicas_in_sync > 1 \
-            else ds
-        bar = None
-        if progress:
-            from .progress import progress_bar
-
-            bar = progress_bar(total=steps_per_epoch, initial=state["step_in_epoch"], unit="step",
-                       desc=f"epoch {epoch} [{phase}]", leave=False)
-        for x, y, w in dist_ds:
-            loss, correct = train_step(x, y, w)
-            n = int(tf.shape(y)[0]) if strategy.num_replicas_in_sync == 1 else config.batch_size
-            state["sums"][0] += float(loss) * n
-            state["sums"][1] += float(correct)
-            state["sums"][2] += n
-            state["step_in_epoch"] += 1
-            state["global_step"] += 1
-            _scalars(writer, {"batch/loss": float(loss)}, state["global_step"])
+            self.splits.train_paths, self.splits.train_labels, image_size=self.image_size,
+            sample_weights=self.splits.sample_weights, options=options, decoded=self.decoded_train,
+        ).take(self.steps_per_epoch).skip(state.step_in_epoch)
+        replicas = strategy.num_replicas_in_sync
+        if replicas > 1:
+            ds = strategy.experimental_distribute_dataset(ds)
+        bar = self._progress_bar(state)
+        for x, y, w in ds:
+            loss, correct = self.steps.train_step(x, y, w)
+            state.add_step(float(loss), float(correct),
+                           int(tf.shape(y)[0]) if replicas == 1 else config.batch_size)
+            _scalars(self.writer, {"batch/loss": float(loss)}, state.global_step)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
             if config.throttle_s:
                 time.sleep(config.throttle_s)
-            if state["step_in_epoch"] < steps_per_epoch and \
-                    state["global_step"] % max(1, config.checkpoint_every) == 0:
-                _save_checkpoint(ckpt_dir, model, optimizer, state)
+            if state.step_in_epoch < self.steps_per_epoch and \
+                    state.global_step % max(1, config.checkpoint_every) == 0:
+                _save_checkpoint(self.ckpt_dir, self.model, self.optimizer, state)
         if bar is not None:
             bar.close()
-        # ---- epoch end -------------------------------------------------------------------
-        val_loss, val_acc = validate()
-        seen = max(state["sums"][2], 1)
-        row = {"epoch": epoch, "phase": phase, "steps": state["global_step"],
-               "loss": state["sums"][0] / seen, "accuracy": state["sums"][1] / seen,
-               "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": config.lr_head if phase == "head" else config.lr_finetune}
-        state["history"].append(row)
-        _scalars(writer, {f"epoch/{k}": row[k] for k in ("loss", "accuracy", "val_loss",
-                                                           "val_accuracy")}, epoch)
-        writer.flush()
-        best = state["best_val_loss"].get(phase)
-        improved = best is None or not np.isfinite(val_loss) or val_loss < best - config.min_delta
-        overall = min([h["val_loss"] for h in state["history"][:-1]] + [np.inf])
-        if not np.isfinite(val_loss) or val_loss <= overall:
-            with atomic_path(best_path, suffix=".weights.h5") as tmp:
-                model.save_weights(tmp)
-        if improved:
-            state["best_val_loss"][phase] = val_loss if np.isfinite(val_loss) else None
-            state["wait"][phase] = 0
-        else:
-            state["wait"][phase] = state["wait"].get(phase, 0) + 1
-            if config.patience and state["wait"][phase] >= config.patience:
-                state["stopped_early"][phase] = True
-                if verbose:
-                    print(f"early stopping in phase {phase} after epoch {epoch}", flush=True)
-        state["epoch"] += 1
-        state["step_in_epoch"] = 0
-        state["sums"] = [0.0, 0.0, 0.0]
-        _save_checkpoint(ckpt_dir, model, optimizer, state)
-        _write_log(out_dir / "log.csv", state["history"])
-        if verbose:
+
+    def _progress_bar(self, state: TrainState):
+        if not self.progress:
+            return None
+        from .progress import progress_bar
+
+        return progress_bar(total=self.steps_per_epoch, initial=state.step_in_epoch, unit="step",
+                            desc=f"epoch {state.epoch} [{state.phase}]", leave=False)
+
+    def _end_epoch(self, state: TrainState, start_time: float) -> None:
+        """Validate, log the epoch, keep the best weights, stop early, checkpoint the epoch end."""
+        val_loss, val_acc = self._validate()
+        epoch, phase = state.epoch, state.phase
+        seen = max(state.seen, 1)
+        row = {"epoch": epoch, "phase": phase, "steps": state.global_step,
+               "loss": state.loss_sum / seen, "accuracy": state.correct_sum / seen,
+               "val_loss": val_loss, "val_accuracy": val_acc, "lr": self._lr(phase)}
+        state.history.append(row)
+        _scalars(self.writer, {f"epoch/{k}": row[k] for k in ("loss", "accuracy", "val_loss",
+                                                               "val_accuracy")}, epoch)
+        self.writer.flush()
+        overall = min([h["val_loss"] for h in state.history[:-1]] + [np.inf])
+        if not np.isfinite(val_loss) or val_loss <= overall:  # the best of the whole run so far
+            with atomic_path(self.best_path, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+        stopped = state.update_early_stopping(val_loss, min_delta=self.config.min_delta,
+                                              patience=self.config.patience)
+        if stopped and self.verbose:
+            print(f"early stopping in phase {phase} after epoch {epoch}", flush=True)
+        state.next_epoch()
+        _save_checkpoint(self.ckpt_dir, self.model, self.optimizer, state)
+        _write_log(self.out_dir / "log.csv", state.history)
+        if self.verbose:
             print(f"epoch {epoch} [{phase}] loss {row['loss']:.4f} acc {row['accuracy']:.3f} "
                   f"val_loss {val_loss:.4f} val_acc {val_acc:.3f} "
-                  f"({state['global_step']} steps, {time.time() - start_time:.0f} s)", flush=True)
+                  f"({state.global_step} steps, {time.time() - start_time:.0f} s)", flush=True)
 
-    # ---- the inference model -----------------------------------------------------------------
-    model_path = out_dir / "model.keras"
+    def _validate(self) -> tuple[float, float]:
+        """Mean loss and accuracy on the val split (NaN when there is none)."""
+        import tensorflow as tf
+
+        if not self.splits.val_paths:
+            return float("nan"), float("nan")
+        options = _data.PipelineOptions(batch_size=self.config.batch_size,
+                                        num_classes=self.splits.num_classes)
+        ds = _data.make_dataset(self.splits.val_paths, self.splits.val_labels,
+                                image_size=self.image_size, options=options, decoded=self.decoded_val)
+        total, correct, n = 0.0, 0.0, 0
+        for x, y in ds:
+            probs = self.predict_step(x)
+            total += float(tf.reduce_sum(self.val_loss_fn(y, probs)))
+            correct += float(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(y, -1), tf.float32)))
+            n += int(x.shape[0])
+        return total / max(n, 1), correct / max(n, 1)
+
+    def finalise(self, state: TrainState, *, manifest, resumed_from: int | None,
+                 nsfw_classes: Sequence[str] | None) -> TrainResult:
+        """Save the inference model (the best weights, float32) and its spec beside it.
+
+        A finished run that was resumed trained nothing: its model and spec (with any threshold
+        an evaluation chose) are kept as they are.
+        """
+        import keras
+
+        model_path = self.out_dir / "model.keras"
+        if resumed_from is not None and resumed_from == state.global_step:
+            existing = _finished_run_spec(model_path, state.global_step)
+            if existing is not None:
+                return self._result(model_path, existing, state, resumed_from)
+        if self.best_path.is_file():
+            self.model.load_weights(self.best_path)
+        final = to_dtype_policy(self.model, "float32") if self.devices.policy else self.model
+        with atomic_path(model_path) as tmp:
+            final.save(tmp)
+        class_names, config, base_spec = self.splits.class_names, self.config, self.base_spec
+        nsfw = tuple(nsfw_classes) if nsfw_classes is not None else _data.default_nsfw_classes(class_names)
+        spec = ModelSpec(
+            name=f"{base_spec.name}-finetuned",
+            class_names=class_names,
+            image_size=self.image_size,
+            nsfw_classes=nsfw,
+            threshold=0.5,
+            last_conv_layer=base_spec.last_conv_layer,
+            preprocessing=base_spec.preprocessing,
+            source=f"nsfwkit.train from {config.backbone} on {Path(manifest)}",
+            extra={"train_config": config.to_dict(), "steps": state.global_step,
+                   "epochs": len(state.history), "keras_version": keras.__version__,
+                   "base_source": base_spec.source},
+        )
+        spec.save(spec_path_for(model_path))
+        _write_log(self.out_dir / "log.csv", state.history)
+        return self._result(model_path, spec, state, resumed_from)
+
+    def _result(self, model_path: Path, spec: ModelSpec, state: TrainState,
+                resumed_from: int | None) -> TrainResult:
+        return TrainResult(model_path=model_path, spec=spec, history=state.history,
+                           steps=int(state.global_step), resumed_from=resumed_from,
+                           run_dir=self.run_dir)
+
+
+def _finished_run_spec(model_path: Path, steps: int) -> ModelSpec | None:
+    """The spec beside ``model_path`` when it is the model of a run finished at ``steps``."""
     spec_path = spec_path_for(model_path)
-    if resumed_from is not None and resumed_from == state["global_step"] \
-            and model_path.is_file() and spec_path.is_file():
-        # a finished run resumed: nothing was trained, keep its model and spec (the threshold
-        # chosen by an evaluation included)
-        try:
-            existing = ModelSpec.load(spec_path)
-        except (OSError, ValueError, KeyError, TypeError):
-            existing = None
-        if existing is not None and existing.extra.get("steps") == state["global_step"]:
-            return TrainResult(model_path=model_path, spec=existing, history=state["history"],
-                               steps=int(state["global_step"]), resumed_from=resumed_from,
-                               run_dir=run_dir)
-    if best_path.is_file():
-        model.load_weights(best_path)
-    final = to_dtype_policy(model, "float32") if mixed else model
-    with atomic_path(model_path) as tmp:
-        final.save(tmp)
-    nsfw = tuple(nsfw_classes) if nsfw_classes is not None else _data.default_nsfw_classes(class_names)
-    spec = ModelSpec(
-        name=f"{base_spec.name}-finetuned",
-        class_names=class_names,
-        image_size=image_size,
-        nsfw_classes=nsfw,
-        threshold=0.5,
-        last_conv_layer=base_spec.last_conv_layer,
-        preprocessing=base_spec.preprocessing,
-        source=f"nsfwkit.train from {config.backbone} on {Path(manifest)}",
-        extra={"train_config": config.to_dict(), "steps": state["global_step"],
-               "epochs": len(state["history"]), "keras_version": keras.__version__,
-               "base_source": base_spec.source},
-    )
-    spec.save(spec_path)
-    _write_log(out_dir / "log.csv", state["history"])
-    return TrainResult(model_path=model_path, spec=spec, history=state["history"],
-                       steps=int(state["global_step"]), resumed_from=resumed_from, run_dir=run_dir)
+    if not (model_path.is_file() and spec_path.is_file()):
+        return None
+    try:
+        existing = ModelSpec.load(spec_path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return existing if existing.extra.get("steps") == steps else None
 
 
 def _scalars(writer, values: dict[str, float], step: int) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .zoo import DEFAULT_MODEL
 
 __all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "SiteFolderError", "build",
            "site_dir", "vendor_sources", "default_export", "export_cache_dir", "find_galleries"]
@@ -80,7 +81,7 @@ def vendor_sources(node_modules: str | os.PathLike | None = None) -> dict[str, P
     Raises:
         FileNotFoundError: a file is missing; the message says to run ``npm ci``.
     """
-    root = Path(node_modules) if node_modules else paths.repo_root() / "node_modules"
+    root = Path(node_modules) if node_modules else paths.node_modules_dir()
     out = {name: root / rel for name, rel in VENDOR_FILES.items()}
     missing = [str(p) for p in out.values() if not p.is_file()]
     if missing:
@@ -88,7 +89,7 @@ def vendor_sources(node_modules: str | os.PathLike | None = None) -> dict[str, P
     return out
 
 
-def export_cache_dir(model: str | os.PathLike = "mobilenet_v2") -> Path:
+def export_cache_dir(model: str | os.PathLike = DEFAULT_MODEL) -> Path:
     """Where :func:`default_export` caches the export of ``model``.
 
     A pretrained name maps to ``<cache>/exports/<name>``. A model file maps to
@@ -113,7 +114,7 @@ def export_cache_dir(model: str | os.PathLike = "mobilenet_v2") -> Path:
     return root / f"{stem}-{digest}"
 
 
-def default_export(model: str | os.PathLike = "mobilenet_v2", *, overwrite: bool = False) -> Path:
+def default_export(model: str | os.PathLike = DEFAULT_MODEL, *, overwrite: bool = False) -> Path:
     """The cached float32 export of a model (:func:`export_cache_dir`), made if missing.
 
     Args:
@@ -181,12 +182,6 @@ def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def _public_mode() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 def _copy_tree(src: Path, dest: Path) -> None:
     """Copy a folder's files (content only: modes come from the umask, not the source)."""
     shutil.copytree(src, dest, copy_function=shutil.copyfile)
@@ -204,7 +199,7 @@ def _check_site_folder(out: Path) -> None:
 def build(
     out_dir: str | os.PathLike | None = None,
     *,
-    model: str | os.PathLike = "mobilenet_v2",
+    model: str | os.PathLike = DEFAULT_MODEL,
     export_dir: str | os.PathLike | None = None,
     quantization: str = "float32",
     galleries_from: str | os.PathLike | None = None,
@@ -227,7 +222,8 @@ def build(
             :func:`find_galleries`); copied into the site. With neither, the site gets the
             galleries of ``dist/`` itself (``dist/filters/``, ``dist/activation/``: where
             ``nsfwkit visualize`` writes by default), else keeps those of the previous build.
-        node_modules: where to vendor TF.js from (default: the repository's).
+        node_modules: where to vendor TF.js from (default: :func:`nsfwkit.paths.node_modules_dir`,
+            the repository's or ``$NSFWKIT_NODE_MODULES``).
 
     Returns:
         the path of ``index.html``.
@@ -254,7 +250,7 @@ def build(
         found = _galleries_in(out) if (out / MARKER).is_file() else {}
         found.update(_galleries_in(paths.dist_dir()))
 
-    mode = _public_mode()
+    mode = fileio.public_mode()
     with fileio.replace_dir(out) as stage:
         os.chmod(stage, mode)
         (stage / MARKER).write_text("A web view built by nsfwkit (nsfwkit build-web); this whole "

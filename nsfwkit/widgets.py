@@ -278,7 +278,7 @@ class LayerBrowser:
 
     def _focus_picture(self, s: _State) -> tuple[np.ndarray, str]:
         from .viz import activations
-        from .viz.plot import overlay
+        from .viz.pixels import overlay
 
         if s.mode == "filter":
             result = self._filter(s)
@@ -314,7 +314,7 @@ class LayerBrowser:
         return caption + note + f"little evidence for {label} in this image"
 
     def _activation_panel(self, s: _State):
-        from .viz.plot import normalize_channel, overlay
+        from .viz.pixels import normalize_channel, overlay
 
         values = self._activation(s)[..., s.channel]
         return overlay(self._pixels(s.image), normalize_channel(values)), (
@@ -325,7 +325,7 @@ class LayerBrowser:
         return result.images[0], f"filter {s.channel}: activation reached {result.activation_reached[0]:.3g}"
 
     def _examples_panel(self, s: _State):
-        from .viz.plot import grid
+        from .viz.pixels import grid
 
         top, found = self._top_examples(s), self._example_set()
         if top is None:
@@ -405,14 +405,14 @@ class LayerBrowser:
             self.status.value = text
 
     def _set_focus(self, out) -> None:
-        from .viz.plot import png_bytes
+        from .viz.pixels import png_bytes
 
         picture, caption = out
         self.view.value = png_bytes(picture)
         self.info.value = caption
 
     def _set_panel(self, panel: str, out) -> None:
-        from .viz.plot import png_bytes
+        from .viz.pixels import png_bytes
 
         picture, caption = out
         self.panels[panel].value = png_bytes(np.clip(np.rint(picture), 0, 255).astype(np.uint8))
@@ -420,7 +420,7 @@ class LayerBrowser:
 
     def _set_channels(self, s: _State, maps: np.ndarray) -> None:
         from .viz import activations
-        from .viz.plot import png_bytes
+        from .viz.pixels import png_bytes
 
         top = activations.most_active_channels(maps, count=len(self.channel_tiles)).tolist()
         self._tile_channels = top
@@ -507,7 +507,7 @@ def _load_examples(source, side: tuple[int, int], limit: int, seed: int) -> _Exa
 def _example_tiles(images: np.ndarray, maps: np.ndarray, *, redact: bool, side: int = 112) -> list[np.ndarray]:
     """Each example with its map overlaid (one scale for all, so strengths compare), blurred if asked."""
     from .images import resize
-    from .viz.plot import overlay
+    from .viz.pixels import overlay
 
     low, high = float(maps.min()), float(maps.max())
     scaled = (maps - low) / (high - low) if high > low else np.zeros_like(maps)

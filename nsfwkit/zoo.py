@@ -46,7 +46,6 @@ __all__ = [
     "build",
     "load",
     "load_model",
-    "load_spec",
     "keras_application",
     "with_input_scale",
     "available",
@@ -479,20 +478,6 @@ def load(
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, safe_mode: bool = True):
     """Like :func:`load`, returning only the ``keras.Model``."""
     return load(name_or_path, safe_mode=safe_mode)[0]
-
-
-def load_spec(name_or_path: str | os.PathLike = DEFAULT_MODEL) -> ModelSpec:
-    """The :class:`ModelSpec` of a pretrained name or a model file, without loading weights."""
-    text = str(name_or_path)
-    if text in PRETRAINED:
-        _, spec_path = _cached_paths(text)
-        if not spec_path.is_file():
-            build([text])
-        return ModelSpec.load(spec_path)
-    spec_path = spec_path_for(Path(text))
-    if spec_path.is_file():
-        return ModelSpec.load(spec_path)
-    return load(text)[1]
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from PIL import Image
 
 from nsfwkit import cli
 from nsfwkit.classify import Result, classify, nsfw_scores, predict
-from nsfwkit.images import load_image, resize
+from nsfwkit.images import load_image
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from convert_fixtures import (  # noqa: F401  (fixtures)
-    build_tiny_model, exported, pretrained, require_converter, tiny_spec,
-)
+from convert_helpers import build_tiny_model, require_converter, tiny_spec
 from nsfwkit import convert
 
 
@@ -176,8 +174,8 @@ def test_find_node():
     assert convert.find_node(graph, op="Sigmoid") is None
 
 
-def test_export_layout_metadata_and_sizes(exported, pretrained):
-    _, spec = pretrained
+def test_export_layout_metadata_and_sizes(exported, default_model):
+    _, spec = default_model
     root = exported.out_dir
     assert (root / "saved_model" / "saved_model.pb").is_file()
     assert (root / "spec.json").is_file() and (root / "saved_model" / "spec.json").is_file()
@@ -286,18 +284,14 @@ def test_composition_label():
 
 def test_cli_export_tiny_model(tmp_path, capsys):
     require_converter()
-    from nsfwkit import cli_convert
-    import argparse
+    from nsfwkit import cli
 
     model = build_tiny_model()
     path = tmp_path / "tiny.keras"
     model.save(path)
     tiny_spec().save(tmp_path / "tiny.spec.json")
-    parser = argparse.ArgumentParser()
-    cli_convert.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", str(path), "--out", str(tmp_path / "exp"), "--quantize", "uint8",
-                              "--no-nsfwjs"])
-    assert args.func(args) == 0
+    argv = ["export", str(path), "--out", str(tmp_path / "exp"), "--quantize", "uint8", "--no-nsfwjs"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr()
     assert "tfjs/uint8" in out.out
     assert (tmp_path / "exp" / "tfjs" / "uint8" / "model.json").is_file()
@@ -308,12 +302,11 @@ def test_cli_export_tiny_model(tmp_path, capsys):
     summary = json.loads((tmp_path / "exp" / "export.json").read_text())
     assert summary["precision"]["tfjs"]["uint8"]["tensors"]["uint8"] >= 1
     # a second run without --overwrite is a usage error, and leaves the export alone
-    assert args.func(args) == 2
+    assert cli.main(argv) == 2
     assert "exists" in capsys.readouterr().err
     # --overwrite replaces the kit's own export ...
-    args = parser.parse_args(["export", str(path), "--out", str(tmp_path / "exp"), "--quantize", "uint8",
-                              "--no-nsfwjs", "--overwrite", "-q", "--precision-plan", "none"])
-    assert args.func(args) == 0
+    assert cli.main(["export", str(path), "--out", str(tmp_path / "exp"), "--quantize", "uint8",
+                     "--no-nsfwjs", "--overwrite", "-q", "--precision-plan", "none"]) == 0
     summary = json.loads((tmp_path / "exp" / "export.json").read_text())
     plan = summary["precision"]["tfjs"]["uint8"]
     assert summary["precision_plan"] == "none" and plan["target"] is None
@@ -326,19 +319,17 @@ def test_cli_export_tiny_model(tmp_path, capsys):
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "holiday.jpg").write_bytes(b"not really a jpeg")
-    args = parser.parse_args(["export", str(path), "--out", str(foreign), "--overwrite", "--no-nsfwjs"])
-    assert args.func(args) == 2
+    assert cli.main(["export", str(path), "--out", str(foreign), "--overwrite", "--no-nsfwjs"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("nsfwkit export: error: ") and "not an nsfwkit export" in err
+    assert err.startswith("nsfwkit export: ") and "not an nsfwkit export" in err
     assert (foreign / "holiday.jpg").read_bytes() == b"not really a jpeg"
 
 
 @pytest.mark.parametrize("case", ["model_is_a_folder", "model_missing", "out_is_a_file",
                                   "out_under_a_file"])
 def test_cli_export_errors_are_reported_not_raised(case, tmp_path, capsys):
-    """No traceback: ``nsfwkit export: error: <file>: <reason>``, exit 2 (usage)."""
-    from nsfwkit import cli_convert
-    import argparse
+    """No traceback: ``nsfwkit export: <file> — <reason>``, exit 2 (usage)."""
+    from nsfwkit import cli
 
     (tmp_path / "a_folder.keras").mkdir()
     (tmp_path / "file.txt").write_text("x")
@@ -353,12 +344,9 @@ def test_cli_export_errors_are_reported_not_raised(case, tmp_path, capsys):
         model_arg = tmp_path / "tiny.keras"
         build_tiny_model().save(model_arg)
         tiny_spec().save(tmp_path / "tiny.spec.json")
-    parser = argparse.ArgumentParser()
-    cli_convert.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", str(model_arg), "--out", str(out_arg), "--quantize", "none",
-                              "--no-nsfwjs", "-q"])
-    assert args.func(args) == 2
+    assert cli.main(["export", str(model_arg), "--out", str(out_arg), "--quantize", "none",
+                     "--no-nsfwjs", "-q"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("nsfwkit export: error: ") and "Traceback" not in err
+    assert err.startswith("nsfwkit export: ") and "Traceback" not in err
     assert str(model_arg if case.startswith("model") else tmp_path / "file.txt") in err
     assert (tmp_path / "file.txt").read_text() == "x"

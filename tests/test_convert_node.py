@@ -6,17 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert_fixtures import (  # noqa: F401  (fixtures)
-    build_tiny_model, exported, pretrained, require_converter, require_node, test_images, tiny_spec,
-)
+from convert_helpers import build_tiny_model, require_converter, require_node, tiny_spec
 from nsfwkit import convert, images as nsfw_images, serve
 from nsfwkit.spec import NSFWJS_CLASSES
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
-def keras_probs(pretrained, test_images):
-    model, _ = pretrained
+def keras_probs(default_model, test_images):
+    model, _ = default_model
     return convert.keras_probabilities(model, list(test_images.values()))
 
 
@@ -76,10 +74,10 @@ def test_js_preprocessing_equals_python(exported, test_images, tmp_path):
             np.testing.assert_array_equal(js, py)
 
 
-def test_nsfwjs_loads_the_nsfwjs_flavour_and_classifies(exported, pretrained, test_images, tmp_path):
+def test_nsfwjs_loads_the_nsfwjs_flavour_and_classifies(exported, default_model, test_images, tmp_path):
     """A user drops the export into an nsfwjs app: nsfwjs.load(url, {type: "graph", size})."""
     require_node()
-    model, spec = pretrained
+    model, spec = default_model
     picked = [test_images[k] for k in ("astronaut", "coffee", "rocket", "noise_61x37")]
     items = []
     for i, img in enumerate(picked):
@@ -89,7 +87,7 @@ def test_nsfwjs_loads_the_nsfwjs_flavour_and_classifies(exported, pretrained, te
     server = serve.serve_in_thread(exported.out_dir)
     try:
         def run(sub):
-            out = convert.run_node(convert.paths.repo_root() / "js" / "nsfwjs_load.mjs",
+            out = convert.run_node("nsfwjs_load.mjs",
                                    {"url": server.url + sub, "size": spec.image_size, "images": items})
             assert out["backend"] == "wasm"
             return np.array([[r["probs"][c] for c in NSFWJS_CLASSES] for r in out["results"]])
@@ -105,13 +103,13 @@ def test_nsfwjs_loads_the_nsfwjs_flavour_and_classifies(exported, pretrained, te
     assert np.abs(wrong - expected).max() > 0.1
 
 
-def test_tfjs_grad_cam_matches_python(exported, pretrained, test_images):
+def test_tfjs_grad_cam_matches_python(exported, default_model, test_images):
     """classifier.js gradCam (TF.js gradients through the graph model) vs a Keras tape."""
     require_node()
     import tensorflow as tf
     from nsfwkit.viz.layers import feature_model
 
-    model, spec = pretrained
+    model, spec = default_model
     picked = [test_images["chelsea"], test_images["rocket"]]
     out = convert.tfjs_probabilities(exported.tfjs["float32"], picked, gradcam=True)
     sub = feature_model(model, [spec.last_conv_layer], head="logits")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_fixtures import encode, tiny_dataset, write_image
+from data_helpers import encode, tiny_dataset, write_image
 from nsfwkit import data, demo_data
 
 

@@ -1,12 +1,13 @@
-"""The dataset CLI subcommands (run through nsfwkit.cli_data.main, the same handlers cli.py wires)."""
+"""The dataset CLI subcommands (nsfwkit.cli.data, run through nsfwkit.cli.main)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from data_fixtures import HostileServer
-from nsfwkit import cli_data, data
+from data_helpers import HostileServer
+from nsfwkit import cli, data
+from nsfwkit.cli import data as cli_data
 
 
 def test_register_adds_the_subcommands():
@@ -20,27 +21,27 @@ def test_register_adds_the_subcommands():
 
 
 def test_demo_data_and_prepare_exit_codes(tmp_path, capsys):
-    assert cli_data.main(["demo-data", str(tmp_path / "ds"), "--per-class", "4"]) == 0
+    assert cli.main(["demo-data", str(tmp_path / "ds"), "--per-class", "4"]) == 0
     assert "not accuracy" in capsys.readouterr().out
     # the demo dataset has planted broken files: "some inputs failed" -> 1, manifest still written
-    assert cli_data.main(["prepare", str(tmp_path / "ds"), "--out", str(tmp_path / "01")]) == 1
+    assert cli.main(["prepare", str(tmp_path / "ds"), "--out", str(tmp_path / "01")]) == 1
     captured = capsys.readouterr()
     assert "3 quarantined" in captured.out and "empty file" in captured.err
     assert len(data.read_manifest(tmp_path / "01" / "manifest.csv")) > 0
     assert json.loads((tmp_path / "01" / "summary.json").read_text())["quarantined"] == 3
     clean = tmp_path / "clean"
-    assert cli_data.main(["demo-data", str(clean), "--per-class", "3", "--binary", "--no-faults"]) == 0
-    assert cli_data.main(["prepare", str(clean), "--out", str(tmp_path / "02")]) == 0
-    assert cli_data.main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "03")]) == 2
+    assert cli.main(["demo-data", str(clean), "--per-class", "3", "--binary", "--no-faults"]) == 0
+    assert cli.main(["prepare", str(clean), "--out", str(tmp_path / "02")]) == 0
+    assert cli.main(["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "03")]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
     # demo-data refuses to write into a user folder
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "a.txt").write_text("mine")
-    assert cli_data.main(["demo-data", str(tmp_path / "user")]) == 2
+    assert cli.main(["demo-data", str(tmp_path / "user")]) == 2
     # other arguments on an existing demo dataset: refused unless --overwrite
-    assert cli_data.main(["demo-data", str(clean), "--per-class", "4", "--binary"]) == 2
+    assert cli.main(["demo-data", str(clean), "--per-class", "4", "--binary"]) == 2
     assert "overwrite" in capsys.readouterr().err
-    assert cli_data.main(["demo-data", str(clean), "--per-class", "4", "--binary",
+    assert cli.main(["demo-data", str(clean), "--per-class", "4", "--binary",
                           "--overwrite"]) == 0
 
 
@@ -49,11 +50,11 @@ def test_download_exit_codes(tmp_path, capsys):
         lists = tmp_path / "lists"
         lists.mkdir()
         (lists / "neutral.txt").write_text(srv.url("/ok/1.jpg") + "\n")
-        assert cli_data.main(["download", str(lists), str(tmp_path / "ds"), "--no-env-proxy",
+        assert cli.main(["download", str(lists), str(tmp_path / "ds"), "--no-env-proxy",
                               "-q"]) == 0
         (lists / "porn.txt").write_text(srv.url("/missing.jpg") + "\n")
-        assert cli_data.main(["download", str(lists), str(tmp_path / "ds"), "--retries", "0",
+        assert cli.main(["download", str(lists), str(tmp_path / "ds"), "--retries", "0",
                               "--no-env-proxy"]) == 1
         out = capsys.readouterr()
         assert "already there 1" in out.out and "HTTP 404" in out.err
-    assert cli_data.main(["download", str(tmp_path / "nope"), str(tmp_path / "ds")]) == 2
+    assert cli.main(["download", str(tmp_path / "nope"), str(tmp_path / "ds")]) == 2

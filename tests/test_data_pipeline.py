@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_fixtures import tiny_dataset, write_image
+from data_helpers import tiny_dataset, write_image
 from nsfwkit import data, images
 
 
@@ -95,3 +95,23 @@ def test_first_epoch_streams_in_a_seeded_order(tmp_path):
     own = data.make_dataset(paths, labels, image_size=16, batch_size=8, training=True, seed=3,
                             epoch=0, augment=False)
     np.testing.assert_array_equal(next(iter(own))[0].numpy(), ref)
+
+
+def test_options_object_and_keywords_give_the_same_batches(tmp_path):
+    """The way train() calls it (PipelineOptions + decode_in_epoch_order) equals the keyword form."""
+    import pytest
+
+    paths, labels = _files(tmp_path, 8)
+    decoded = data.decode_in_epoch_order(paths, image_size=16, seed=3)
+    assert decoded.order_seed == 3
+    opts = data.PipelineOptions(batch_size=8, training=True, seed=3, epoch=0, augment=False)
+    x = next(iter(data.make_dataset(paths, labels, image_size=16, options=opts, decoded=decoded)))[0]
+    ref = np.stack([images.load_image(paths[i], image_size=16) for i in data.epoch_order(8, 3, 0)])
+    np.testing.assert_array_equal(x.numpy(), ref)  # epoch 0 streams in the decoded order
+    # epoch 1 with augmentation: keywords over options equal the options spelled out
+    a = data.make_dataset(paths, labels, image_size=16, options=opts, decoded=decoded, epoch=1, augment=True)
+    b = data.make_dataset(paths, labels, image_size=16, decoded=decoded.dataset, decoded_order_seed=3,
+                          batch_size=8, training=True, seed=3, epoch=1)
+    np.testing.assert_array_equal(next(iter(a))[0].numpy(), next(iter(b))[0].numpy())
+    with pytest.raises(TypeError, match="batchsize"):
+        data.make_dataset(paths, labels, image_size=16, batchsize=8)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data_fixtures import HostileServer
+from data_helpers import HostileServer
 from nsfwkit import download, images
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_fixtures import tiny_backbone, tiny_dataset
+from data_helpers import tiny_backbone, tiny_dataset
 from nsfwkit import data, evaluate, train, zoo
 from nsfwkit.spec import ModelSpec, spec_path_for
 
@@ -203,3 +203,37 @@ def test_empty_or_one_sided_val_is_a_clear_error(tmp_path):
                                       nsfw_classes=["porn", "sexy"])
     assert r["binary"]["operating_point"]["threshold"] is None
     assert r["binary"]["operating_point"]["met"] is False
+
+
+def test_predict_traces_the_model_once_for_repeated_calls(tmp_path):
+    """evaluate.predict reuses one traced forward pass per model: a second call (and a smaller
+    last batch) does not trace the model again."""
+    import keras
+    from PIL import Image
+
+    calls = []
+
+    class CountCalls(keras.layers.Layer):
+        def call(self, x):
+            calls.append(1)  # Python runs only when the model is built or traced
+            return x
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(CountCalls()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    built = len(calls)
+    paths = []
+    for i, value in enumerate([0, 100, 200]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(paths[-1])
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths.append(tmp_path / "broken.png")
+    first, ok = evaluate.predict(model, paths, image_size=8, batch_size=2)  # batches of 2 and 1
+    assert len(calls) - built == 1
+    second, ok2 = evaluate.predict(model, paths, image_size=8, batch_size=2)
+    assert len(calls) - built == 1  # not traced again
+    assert ok.tolist() == ok2.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(first, second)
+    expected = model.predict(np.stack([np.full((8, 8, 3), v, np.float32) for v in (0, 100, 200)]), verbose=0)
+    np.testing.assert_allclose(first[:3], expected, rtol=1e-5)
+    assert np.isnan(first[3]).all()

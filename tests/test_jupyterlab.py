@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from convert_fixtures import ARTIFACTS, CHROMIUM, require_chromium
+from convert_helpers import ARTIFACTS, CHROMIUM, require_chromium
 from nsfwkit import jupyter
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.node]

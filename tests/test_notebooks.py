@@ -22,15 +22,11 @@ STAGES = pipeline.stages(ROOT / "notebooks")
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 
 
-@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
-def test_notebook_conventions(stage):
-    nb = nbformat.read(stage.path, as_version=4)
-    nbformat.validate(nb)
-    cells = nb.cells
-    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "first cell: a title"
-    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+def _parameters(nb) -> dict[str, str]:
+    """The parameters cell's ``name -> annotation``, checking each line is a typed literal."""
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    names = []
+    annotations = {}
     for line in tagged[0].source.splitlines():
         if not line.strip():
             continue
@@ -38,8 +34,17 @@ def test_notebook_conventions(stage):
         assert isinstance(node, ast.AnnAssign), f"typed literal expected: {line!r}"
         ast.literal_eval(node.value)  # a literal, not an expression
         assert "#" in line.split("=", 1)[1], f"one comment per parameter: {line!r}"
-        names.append(node.target.id)
-    assert "run_dir" in names
+        annotations[node.target.id] = ast.unparse(node.annotation)
+    return annotations
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
+def test_notebook_conventions(stage):
+    nb = nbformat.read(stage.path, as_version=4)
+    nbformat.validate(nb)
+    cells = nb.cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "first cell: a title"
+    assert "run_dir" in _parameters(nb)
     for cell in cells:
         if cell.cell_type != "code":
             continue
@@ -49,10 +54,25 @@ def test_notebook_conventions(stage):
         assert not defs, "the package computes, notebooks narrate: no def/class in notebooks"
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    return pipeline.run("smoke", name="smoke", runs=runs, progress=False)
+@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
+def test_papermill_documents_every_parameter(stage):
+    """``papermill --help-notebook`` reads every parameter line (it skips, with a warning only, a
+    line it cannot parse) and shows each with its type and its comment as the help text."""
+    import papermill
+
+    annotations = _parameters(nbformat.read(stage.path, as_version=4))
+    inferred = papermill.inspect_notebook(str(stage.path))
+    assert list(inferred) == list(annotations), "papermill could not parse some parameter lines"
+    for name, info in inferred.items():
+        assert info["inferred_type_name"] == annotations[name], name
+        assert info["help"].strip(), f"{name}: no help text"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(build_once):
+    """The whole series run once per test run with the smoke parameters (shared by xdist workers)."""
+    return build_once("smoke", lambda dest: pipeline.run("smoke", name=dest.name, runs=dest.parent,
+                                                         progress=False))
 
 
 @pytest.mark.slow

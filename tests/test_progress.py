@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import sys
 
-from viz_fixtures import branching_model  # noqa: F401  (fixture)
-
 from nsfwkit.progress import in_kernel, progress_bar
 
 

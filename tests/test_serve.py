@@ -101,9 +101,8 @@ def test_missing_folder_is_an_error(tmp_path):
 
 def test_cli_serve_prints_url(tmp_path):
     (tmp_path / "index.html").write_text("hi")
-    code = ("import sys; from nsfwkit import cli_convert; import argparse; p=argparse.ArgumentParser(); "
-            "cli_convert.register(p.add_subparsers()); a=p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", str(tmp_path), "--port", "0"],
+    nsfwkit = [sys.executable, "-m", "nsfwkit"]
+    proc = subprocess.Popen([*nsfwkit, "serve", str(tmp_path), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -123,6 +122,6 @@ def test_cli_serve_prints_url(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-    bad = subprocess.run([sys.executable, "-c", code, "serve", str(tmp_path / "missing")],
+    bad = subprocess.run([*nsfwkit, "serve", str(tmp_path / "missing")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a folder" in bad.stderr

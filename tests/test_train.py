@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_fixtures import tiny_backbone, tiny_dataset
+from data_helpers import tiny_backbone, tiny_dataset
 from nsfwkit import data, train
 from nsfwkit.spec import ModelSpec, spec_path_for
 

@@ -7,14 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from viz_fixtures import (  # noqa: F401  (fixtures)
-    TINY_X,
-    branching_model,
-    cat_image,
-    default_model,
-    nested_model,
-    tiny_model,
-)
+from viz_helpers import TINY_X
 
 from nsfwkit.viz import activations as act
 from nsfwkit.viz import cam, filters, outputs

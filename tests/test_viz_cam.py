@@ -5,22 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz_fixtures import (  # noqa: F401  (fixtures)
+from viz_helpers import (
     FLAT_A,
-    FLAT_G,
     TINY_B,
     TINY_W,
     TINY_X,
     assert_same_model,
-    branching_model,
     build_flat_head_model,
-    build_nested_model,
     build_tiny_model,
-    cat_image,
-    default_model,
     model_fingerprint,
-    nested_model,
-    tiny_model,
 )
 
 from nsfwkit.viz import cam

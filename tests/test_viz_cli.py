@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from nsfwkit import cli_viz
+from nsfwkit import cli
 
 
-def run(argv, capsys=None):
-    parser = argparse.ArgumentParser(prog="nsfwkit")
-    cli_viz.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["visualize", *argv])
-    return args.func(args)
+def run(argv):
+    return cli.main(["visualize", *argv])
 
 
 FAST = ["--filters", "2", "--steps", "3", "--recipe", "classic", "--score-cam-channels", "16",
@@ -61,7 +57,7 @@ def test_non_image_file(tmp_path, capsys):
     assert "notes.jpg" in err and "not an image" in err
     assert not (tmp_path / "out").exists()  # failed before any work
     assert run([*FAST, "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")]) == 1
-    assert "missing.png: no such file" in capsys.readouterr().err
+    assert "missing.png — no such file" in capsys.readouterr().err
 
 
 def test_bad_layer_and_flags(tmp_path, capsys):

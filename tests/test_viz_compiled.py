@@ -7,8 +7,6 @@ import logging
 import numpy as np
 import pytest
 
-from viz_fixtures import branching_model  # noqa: F401  (fixture)
-
 LAYERS = ["stem", "branch_1x1", "branch_3x3a", "branch_3x3b", "mixed"]
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz_fixtures import branching_model, default_model, nested_model  # noqa: F401  (fixtures)
-
 from nsfwkit.viz import filters
 from nsfwkit.viz.layers import LayerNotFoundError
 

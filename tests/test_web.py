@@ -4,7 +4,6 @@ request outside its origin; plus the exported models' parity in Chromium."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -15,11 +14,11 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from convert_fixtures import (  # noqa: F401  (fixtures)
-    ARTIFACTS, CHROMIUM, build_tiny_model, exported, pretrained, require_chromium, require_converter,
-    require_node, test_images, tiny_spec, write_gallery_manifests,
+from convert_helpers import (
+    ARTIFACTS, CHROMIUM, build_tiny_model, require_chromium, require_converter, require_node, tiny_spec,
+    write_gallery_manifests,
 )
-from nsfwkit import cli_convert, convert, serve, webview
+from nsfwkit import cli, convert, serve, webview
 
 browser = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,7 +38,7 @@ def site(exported, tmp_path_factory):
 
 def _browse(url: str, **request) -> dict:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        return convert.run_node(convert.paths.repo_root() / "js" / "browser_check.mjs",
+        return convert.run_node("browser_check.mjs",
                                 {"url": url, "chromium": CHROMIUM, "user_data_dir": profile, **request},
                                 timeout=240)
 
@@ -61,12 +60,12 @@ def test_build_layout(site):
 
 @browser[0]
 @browser[1]
-def test_web_view_in_chromium(site, pretrained, test_images, tmp_path):
+def test_web_view_in_chromium(site, default_model, test_images, tmp_path):
     require_chromium()
     from PIL import Image
 
     root, expected_counts = site
-    model, spec = pretrained
+    model, spec = default_model
     img = test_images["astronaut"]
     upload = tmp_path / "astronaut.png"      # PNG: the browser decodes the same bytes as PIL
     Image.fromarray(img).save(upload)
@@ -103,10 +102,10 @@ def test_web_view_in_chromium(site, pretrained, test_images, tmp_path):
 @browser[0]
 @browser[1]
 @pytest.mark.parametrize("quantization", ["float32", "float16", "uint8"])
-def test_exported_models_match_keras_in_chromium(quantization, site, exported, test_images,
+def test_exported_models_match_keras_in_chromium(quantization, site, exported, default_model, test_images,
                                                  tmp_path):
     require_chromium()
-    model, _ = convert_fixtures_model()
+    model, _ = default_model
     root, _ = site
     picked = {k: test_images[k] for k in ("chelsea", "rocket", "noise_61x37", "gradient_224")}
     items = []
@@ -142,12 +141,6 @@ def test_find_galleries_in_a_run_folder(tmp_path):
     assert found == {"filters": tmp_path / "04_filters" / "filters",
                      "activation": tmp_path / "06_cam" / "activation",
                      "cam": tmp_path / "06_cam" / "activation"}
-
-
-def convert_fixtures_model():
-    from convert_fixtures import _default_model
-
-    return _default_model()
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,11 +191,8 @@ def test_build_web_refuses_a_folder_it_did_not_build(fake_inputs, tmp_path, caps
     assert (mine / "model" / "model.keras").read_bytes() == b"mine"
     assert sorted(p.name for p in mine.iterdir()) == ["model"]
     # the CLI: a usage error with the reason, no traceback
-    parser = argparse.ArgumentParser()
-    cli_convert.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["build-web", "--out", str(mine), "--export", str(model_dir)])
-    assert args.func(args) == 2
-    assert "nsfwkit build-web: error:" in capsys.readouterr().err
+    assert cli.main(["build-web", "--out", str(mine), "--export", str(model_dir)]) == 2
+    assert "nsfwkit build-web: " in capsys.readouterr().err
     assert (mine / "model" / "model.keras").read_bytes() == b"mine"
     # an empty folder is fine
     (tmp_path / "empty").mkdir()

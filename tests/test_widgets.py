@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viz_fixtures import branching_model  # noqa: F401  (fixture)
-
 
 @pytest.fixture
 def browser(branching_model):
@@ -52,7 +50,7 @@ def test_controls_drive_the_picture(browser):
 
 def test_picture_comes_from_viz(browser):
     from nsfwkit.viz import activations
-    from nsfwkit.viz.plot import png_bytes
+    from nsfwkit.viz.pixels import png_bytes
 
     browser.channel.value = 2
     maps = activations.activations(browser.model, browser._pixels("noise"), layers=["mixed"]).layers["mixed"][0]
@@ -73,7 +71,7 @@ def test_method_and_class_pickers_drive_the_cam(browser):
     assert f"for class {chosen} " in browser.info.value and "(predicted)" not in browser.info.value
     expected = cam.compute_cam(browser.model, browser._pixels("noise"), layer="mixed", class_index=chosen,
                                max_channels=64)
-    from nsfwkit.viz.plot import overlay, png_bytes
+    from nsfwkit.viz.pixels import overlay, png_bytes
 
     assert bytes(browser.view.value) == png_bytes(overlay(browser._pixels("noise"), expected.maps[0]))
     assert bytes(browser.view.value) != predicted
@@ -83,7 +81,7 @@ def test_method_and_class_pickers_drive_the_cam(browser):
 
 def test_side_by_side_panels(browser):
     from nsfwkit.viz import activations
-    from nsfwkit.viz.plot import normalize_channel, overlay, png_bytes
+    from nsfwkit.viz.pixels import normalize_channel, overlay, png_bytes
 
     assert set(browser.panels) == {"image", "activation", "filter", "examples"}
     for panel in browser.panels.values():
@@ -149,7 +147,7 @@ def _two_conv_model():
     is -2 mean(x0) + mean(x1) + b, so its Grad-CAM at either conv is relu(-2 x0 + x1) up to scale."""
     import keras
 
-    from viz_fixtures import TINY_B, TINY_W
+    from viz_helpers import TINY_B, TINY_W
 
     inputs = keras.Input((4, 4, 3), name="image")
     convs = [keras.layers.Conv2D(2, 1, use_bias=False, name=n) for n in ("conv", "conv2")]
@@ -181,7 +179,7 @@ def test_heavy_work_in_the_background_newest_request_wins(branching_model, monke
     import threading
 
     from nsfwkit.viz import filters
-    from nsfwkit.viz.plot import png_bytes
+    from nsfwkit.viz.pixels import png_bytes
     from nsfwkit.widgets import LayerBrowser
 
     images = {"noise": np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)}

@@ -7,7 +7,10 @@
   the dataset images that activate a channel most;
 * :mod:`~nsfwkit.viz.filters`: maximally-activating inputs of conv filters (``classic`` and
   ``quality`` recipes);
-* :mod:`~nsfwkit.viz.plot`: figures, colormaps and overlays;
+* :mod:`~nsfwkit.viz.transforms`: the quality recipe's random jitter/scale/rotate, as affine
+  matrices composed into one warp (lucid's ``optvis/transform.py``);
+* :mod:`~nsfwkit.viz.pixels`: colormaps, overlays, grids and PNG bytes (uint8 arrays);
+* :mod:`~nsfwkit.viz.plot`: matplotlib figures;
 * :mod:`~nsfwkit.viz.outputs`: the ``dist/filters`` and ``dist/activation`` folders and their
   JSON manifests (schema in ``MANIFESTS.md``);
 * :mod:`~nsfwkit.viz.report`: :func:`visualize`, all three for one image (``nsfwkit visualize``).
@@ -34,7 +37,6 @@ from .layers import (
     feature_model,
     find_layer,
     last_conv_layer,
-    logits_model,
 )
 from .outputs import read_manifest, write_activation, write_filters
 from .report import visualize
@@ -68,6 +70,5 @@ __all__ = [
     "grad_cam",
     "grad_cam_plus_plus",
     "last_conv_layer",
-    "logits_model",
     "score_cam",
 ]

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from .layers import as_model_input, default_filter_layers, forward_fn, layer_path
-from .plot import colorize, grid, normalize_channel, upscale
+from .pixels import colorize, grid, normalize_channel, upscale
 
 __all__ = [
     "ActivationResult",

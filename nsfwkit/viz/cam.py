@@ -46,9 +46,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..kerasutil import cached
 from .layers import (
     as_model_input,
-    cached,
     compiled,
     feature_model,
     forward_fn,

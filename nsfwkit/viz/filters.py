@@ -21,9 +21,11 @@ layer's real output. Two recipes:
 ``quality``
     Lucid / Distill "Feature Visualization" (anchors §3.5): the image is parameterised as a
     colour-decorrelated, 1/f-scaled Fourier spectrum through a sigmoid (``param.image(fft=True,
-    decorrelate=True)``); every step applies a random affine transform (translation up to 16 px,
-    scale in {0.95 ... 1.05}, rotation -5...5 degrees, a second jitter up to 8 px, grey fill),
-    and Adam (lr 0.05) ascends the objective; 256 steps by default (Distill used 2560).
+    decorrelate=True)``; :func:`unit_image`); every step applies a random affine transform
+    (:func:`random_affine`, composed from :mod:`nsfwkit.viz.transforms`: scale in
+    {0.95 ... 1.05}, rotation -5...5 degrees, translation up to 16 px and a second jitter up to
+    8 px, grey fill), and Adam (lr 0.05) ascends the objective; 256 steps by default (Distill
+    used 2560).
 
 Both are deterministic for a given ``seed`` (NumPy start values, stateless TF random ops).
 Each result reports, per filter, the objective on the start image and on the final image.
@@ -37,9 +39,22 @@ from typing import Sequence
 
 import numpy as np
 
-from .layers import cached, compiled, default_filter_layers, feature_model, input_size, layer_path
+from ..kerasutil import cached
+from .layers import compiled, default_filter_layers, feature_model, input_size, layer_path
+from .transforms import affine_warp, compose, jitter, random_rotate, random_scale, warp
 
-__all__ = ["RECIPES", "DEFAULT_STEPS", "FilterResult", "affine_warp", "maximize_filters", "visualize_filters"]
+__all__ = [
+    "RECIPES",
+    "DEFAULT_STEPS",
+    "FilterResult",
+    "affine_warp",
+    "fourier_image",
+    "decorrelate_colors",
+    "unit_image",
+    "random_affine",
+    "maximize_filters",
+    "visualize_filters",
+]
 
 RECIPES = ("classic", "quality")
 #: Default number of steps per recipe.
@@ -47,7 +62,7 @@ DEFAULT_STEPS = {"classic": 80, "quality": 256}
 #: Lucid's square root of the ImageNet colour correlation matrix (``color_correlation_svd_sqrt``).
 _COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 _COLOR = _COLOR_SQRT / np.max(np.linalg.norm(_COLOR_SQRT, axis=0))
-_SCALES = np.array([1.0, 0.975, 1.025, 0.95, 1.05], np.float32)
+_SCALES = (1.0, 0.975, 1.025, 0.95, 1.05)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,48 +135,58 @@ def _fourier_scale(h: int, w: int, decay_power: float = 1.0) -> np.ndarray:
     return (scale * np.sqrt(w * h)).astype(np.float32)
 
 
-def affine_warp(images, matrix, *, fill_value: float = 0.5):
-    """Bilinear affine warp built from ``gather`` (differentiable, XLA-compilable).
-
-    Output pixel ``(y, x)`` reads the input at ``(a3 x + a4 y + a5, a0 x + a1 y + a2)``; corners
-    outside the image read ``fill_value``. This is exactly ``tf.raw_ops.ImageProjectiveTransformV3``
-    with ``interpolation="BILINEAR", fill_mode="CONSTANT"`` for affine matrices, but unlike that op
-    it has an XLA kernel (``jit_compile=True`` works on CPU and GPU) and its gradient is the exact
-    adjoint of the warp.
+# --------------------------------------------------------------------------------------------
+# The quality recipe's image parameterisation and per-step transform (lucid param.image / transform)
+# --------------------------------------------------------------------------------------------
+def fourier_image(params, size: tuple[int, int]):
+    """Images ``(N, h, w, 3)`` from 1/f-scaled Fourier coefficients (lucid ``param.spatial.fft_image``).
 
     Args:
-        images: ``float`` tensor ``(N, H, W, C)``.
-        matrix: ``float32`` ``(N, 6)`` rows ``[a0, a1, a2, a3, a4, a5]`` mapping output to input
-            coordinates.
-        fill_value: the value outside the input.
+        params: ``float32`` ``(N, 2, 3, h, w // 2 + 1)``: real and imaginary parts of each colour
+            channel's ``rfft2d`` spectrum, before the ``1/f`` scaling (:func:`_fourier_scale`).
+        size: ``(h, w)``.
 
     Returns:
-        A tensor shaped like ``images``.
+        ``float32`` ``(N, h, w, 3)``, divided by 4 as in lucid.
     """
     import tensorflow as tf
 
-    shape = tf.shape(images)
-    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    ys, xs = tf.meshgrid(tf.range(hf), tf.range(wf), indexing="ij")
-    xs, ys = tf.reshape(xs, [1, -1]), tf.reshape(ys, [1, -1])
-    a = [matrix[:, i : i + 1] for i in range(6)]
-    x_in = a[0] * xs + a[1] * ys + a[2]  # (N, H*W)
-    y_in = a[3] * xs + a[4] * ys + a[5]
-    x0, y0 = tf.floor(x_in), tf.floor(y_in)
-    flat = tf.reshape(images, [n, -1, c])
-    fill = tf.cast(fill_value, images.dtype)
+    h, w = size
+    spectrum = tf.complex(params[:, 0], params[:, 1]) * tf.cast(_fourier_scale(h, w), tf.complex64)
+    img = tf.signal.irfft2d(spectrum, fft_length=[h, w])  # (N, 3, h, w)
+    return tf.transpose(img, [0, 2, 3, 1]) / 4.0
 
-    def read(yy, xx):
-        inside = (yy >= 0.0) & (yy < hf) & (xx >= 0.0) & (xx < wf)
-        index = tf.cast(tf.clip_by_value(yy, 0.0, hf - 1.0) * wf + tf.clip_by_value(xx, 0.0, wf - 1.0), tf.int32)
-        return tf.where(inside[..., None], tf.gather(flat, index, batch_dims=1), fill)
 
-    wx = tf.cast((x_in - x0)[..., None], images.dtype)
-    wy = tf.cast((y_in - y0)[..., None], images.dtype)
-    top = (1.0 - wx) * read(y0, x0) + wx * read(y0, x0 + 1.0)
-    bottom = (1.0 - wx) * read(y0 + 1.0, x0) + wx * read(y0 + 1.0, x0 + 1.0)
-    return tf.reshape((1.0 - wy) * top + wy * bottom, shape)
+def decorrelate_colors(images):
+    """Map decorrelated colour channels to RGB: ``images @ _COLOR.T`` on the last axis (lucid
+    ``param.color``: the square root of ImageNet's colour correlation, normalised)."""
+    import tensorflow as tf
+
+    return tf.tensordot(images, tf.constant(_COLOR.T), axes=[[3], [0]])
+
+
+def unit_image(params, size: tuple[int, int]):
+    """The quality recipe's image in ``[0, 1]``: ``sigmoid(decorrelate_colors(fourier_image(params)))``."""
+    import tensorflow as tf
+
+    return tf.sigmoid(decorrelate_colors(fourier_image(params, size)))
+
+
+def random_affine(n, seed, size: tuple[int, int]):
+    """The quality recipe's random transform of one step, ``(N, 3, 3)`` (see :mod:`.transforms`).
+
+    Scale by one of {0.95 ... 1.05} and rotate by -5...5 whole degrees about the image centre,
+    then shift by up to 16 and again by up to 8 whole pixels; ``seed`` (a ``[2]`` int tensor)
+    makes it reproducible.
+    """
+    h, w = size
+    centre = ((h - 1) / 2.0, (w - 1) / 2.0)
+    return compose(
+        random_scale(n, seed + 1, scales=_SCALES, centre=centre),
+        random_rotate(n, seed + 2, degrees=5, centre=centre),
+        jitter(n, seed, pixels=16),
+        jitter(n, seed + 3, pixels=8),
+    )
 
 
 def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool):
@@ -172,36 +197,9 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
 
         sub = feature_model(model, [layer], head=None, pre_activation=True)
         post = feature_model(model, [layer], head=None)
-        scale = tf.constant(_fourier_scale(h, w))
-        color = tf.constant(_COLOR.T)
-        scales = tf.constant(_SCALES)
-        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
 
         def features(x):
             return tf.nest.flatten(sub(x, training=False))[0]
-
-        def to_unit_image(p):
-            spectrum = tf.complex(p[:, 0], p[:, 1]) * tf.cast(scale, tf.complex64)
-            img = tf.signal.irfft2d(spectrum, fft_length=[h, w])  # (F, 3, h, w)
-            img = tf.transpose(img, [0, 2, 3, 1]) / 4.0
-            img = tf.tensordot(img, color, axes=[[3], [0]])
-            return tf.sigmoid(img)
-
-        def transform(img, step_seed):
-            n = tf.shape(img)[0]
-            u = tf.random.stateless_uniform([n, 4], seed=step_seed, minval=-1.0, maxval=1.0)
-            pick = tf.random.stateless_uniform([n], seed=step_seed + 1, maxval=len(_SCALES), dtype=tf.int32)
-            angle = tf.round(tf.random.stateless_uniform([n], seed=step_seed + 2, minval=-5.5, maxval=5.5))
-            s = tf.gather(scales, pick)
-            theta = angle * (np.pi / 180.0)
-            tx = tf.round(u[:, 0] * 16.0) + tf.round(u[:, 2] * 8.0)
-            ty = tf.round(u[:, 1] * 16.0) + tf.round(u[:, 3] * 8.0)
-            a00, a01 = tf.cos(theta) / s, tf.sin(theta) / s
-            a10, a11 = -tf.sin(theta) / s, tf.cos(theta) / s
-            a02 = cx - (a00 * (cx + tx) + a01 * (cy + ty))
-            a12 = cy - (a10 * (cx + tx) + a11 * (cy + ty))
-            matrix = tf.stack([a00, a01, a02, a10, a11, a12], axis=1)
-            return affine_warp(img, matrix, fill_value=0.5)
 
         @compiled(reduce_retracing=True, autograph=False)
         def objective(x, onehot):
@@ -222,7 +220,8 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
         def quality_step(p, m, v, t, onehot, step_seed, lr):
             with tf.GradientTape() as tape:
                 tape.watch(p)
-                img = transform(to_unit_image(p), step_seed) * 255.0
+                img = unit_image(p, (h, w))
+                img = warp(img, random_affine(tf.shape(img)[0], step_seed, (h, w)), fill_value=0.5) * 255.0
                 obj = _objective(features(img), onehot, border)
                 total = tf.reduce_sum(obj)
             g = -tape.gradient(total, p)  # Adam minimises -objective
@@ -235,7 +234,7 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
 
         @compiled(reduce_retracing=True, autograph=False)
         def render(p):
-            return to_unit_image(p) * 255.0
+            return unit_image(p, (h, w)) * 255.0
 
         return objective, classic_step, quality_step, render
 

@@ -19,8 +19,10 @@ cheap.
 from __future__ import annotations
 
 import difflib
-import weakref
-from typing import Iterable, Sequence
+import functools
+from typing import Sequence
+
+from ..kerasutil import cached, output_layer, to_dtype_policy
 
 __all__ = [
     "LayerNotFoundError",
@@ -32,15 +34,12 @@ __all__ = [
     "last_conv_layer",
     "default_filter_layers",
     "feature_model",
-    "logits_model",
     "output_layer",
     "input_size",
     "as_model_input",
     "is_elementwise_activation",
-    "resolve_layers",
     "forward_fn",
     "compiled",
-    "cached",
     "mixed_precision_copy",
     "scores_to_probabilities",
 ]
@@ -218,19 +217,6 @@ def default_filter_layers(model, *, count: int = 4) -> list[str]:
     return [candidates[i] for i in picks]
 
 
-def output_layer(model):
-    """The layer producing the model's (single) output, looking inside nested models."""
-    import keras
-
-    layer = model
-    while isinstance(layer, keras.Model):
-        layers = [l for l in layer.layers if not isinstance(l, keras.layers.InputLayer)]
-        if not layers:
-            break
-        layer = layers[-1]
-    return layer
-
-
 def input_size(model) -> tuple[int, int] | None:
     """The model's fixed ``(height, width)`` input size, or None if it accepts any size."""
     shape = tuple(model.inputs[0].shape)
@@ -242,35 +228,32 @@ def input_size(model) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------------
 # Sub-models
 # --------------------------------------------------------------------------------------------
-_LOGITS_LAYER = None
+@functools.cache
+def _head_layers():
+    """``(PreActivation, LogOutput)``: the layer classes that bypass a squashing output (defined once)."""
+    import keras
 
+    class PreActivation(keras.layers.Layer):
+        """The pre-activation output of a ``Dense``, computed with the *same* variables."""
 
-def _logits_layer_class():
-    """A layer computing the pre-activation output of a ``Dense`` with the *same* variables."""
-    global _LOGITS_LAYER
-    if _LOGITS_LAYER is None:
-        import keras
+        def __init__(self, dense, **kwargs):
+            super().__init__(name=f"{dense.name}_pre_activation", **kwargs)
+            self.dense = dense
 
-        class PreActivation(keras.layers.Layer):
-            def __init__(self, dense, **kwargs):
-                super().__init__(name=f"{dense.name}_pre_activation", **kwargs)
-                self.dense = dense
+        def call(self, inputs):
+            out = keras.ops.matmul(inputs, self.dense.kernel)
+            if self.dense.bias is not None:
+                out = keras.ops.add(out, self.dense.bias)
+            return out
 
-            def call(self, inputs):
-                out = keras.ops.matmul(inputs, self.dense.kernel)
-                if self.dense.bias is not None:
-                    out = keras.ops.add(out, self.dense.bias)
-                return out
+        def compute_output_shape(self, input_shape):
+            return tuple(input_shape[:-1]) + (self.dense.units,)
 
-            def compute_output_shape(self, input_shape):
-                return tuple(input_shape[:-1]) + (self.dense.units,)
+    class LogOutput(keras.layers.Layer):
+        def call(self, inputs):
+            return keras.ops.log(keras.ops.maximum(inputs, 1e-12))
 
-        class LogOutput(keras.layers.Layer):
-            def call(self, inputs):
-                return keras.ops.log(keras.ops.maximum(inputs, 1e-12))
-
-        _LOGITS_LAYER = (PreActivation, LogOutput)
-    return _LOGITS_LAYER
+    return PreActivation, LogOutput
 
 
 def _activation_name(layer) -> str:
@@ -280,9 +263,7 @@ def _activation_name(layer) -> str:
 
 def _linearize(layer, inputs, output):
     """Pre-softmax/sigmoid scores for the final layer's call (symbolic)."""
-    import keras
-
-    pre, log_output = _logits_layer_class()
+    pre, log_output = _head_layers()
     kind = type(layer).__name__
     if kind == "Dense" and _activation_name(layer) in ("softmax", "sigmoid"):
         return pre(layer)(inputs)
@@ -292,7 +273,6 @@ def _linearize(layer, inputs, output):
         # Unknown layer type with a squashing activation: log-probabilities have the same
         # argmax and, for softmax, differ from logits only by a per-image constant.
         return log_output(name=f"{layer.name}_log")(output)
-    del keras
     return output
 
 
@@ -374,9 +354,6 @@ def _sequential_as_functional(model):
     return keras.Model(inputs, x, name=model.name)
 
 
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def is_elementwise_activation(layer) -> bool:
     """True for layers that only apply an activation (``ReLU``, ``Activation``, ...)."""
     return type(layer).__name__ in _ACTIVATION_TYPES
@@ -423,10 +400,12 @@ def feature_model(model, layers: Sequence | str | None = (), *, head: str | None
                 f"(e.g. {obj.name}/{output_layer(obj).name})"
             )
     pre = {id(o) for o in objects if pre_activation and is_elementwise_activation(o)}
-    key = (tuple(id(o) for o in objects), head, tuple(sorted(pre)))
-    per_model = _CACHE.setdefault(model, {})
-    if key in per_model:
-        return per_model[key]
+    key = ("feature_model", tuple(id(o) for o in objects), head, tuple(sorted(pre)))
+    return cached(model, key, lambda: _build_feature_model(model, objects, head, pre))
+
+
+def _build_feature_model(model, objects, head, pre):
+    import keras
 
     final = output_layer(model) if head == "logits" else None
     needs_logits = final is not None and _linearize_needed(final)
@@ -449,21 +428,12 @@ def feature_model(model, layers: Sequence | str | None = (), *, head: str | None
         if head is not None:
             outputs.append(clone.outputs[0])
         sub = keras.Model(clone.inputs[0], outputs, name=f"{model.name}_features")
-    per_model[key] = sub
     return sub
 
 
 def _linearize_needed(layer) -> bool:
     kind = type(layer).__name__
     return kind == "Softmax" or _activation_name(layer) in ("softmax", "sigmoid")
-
-
-def logits_model(model):
-    """A model returning the pre-softmax class scores ``(N, classes)`` of ``model``."""
-    import keras
-
-    sub = feature_model(model, [], head="logits")
-    return keras.Model(sub.inputs[0], sub.outputs[-1], name=f"{model.name}_logits")
 
 
 def scores_to_probabilities(model, scores):
@@ -497,13 +467,6 @@ def scores_to_probabilities(model, scores):
     return p.astype(np.float32)
 
 
-def resolve_layers(model, layers: Iterable | None) -> list[str]:
-    """Normalise user layer arguments (None = default spread) to paths, validating each."""
-    if layers is None:
-        return default_filter_layers(model)
-    return [layer_path(model, name) for name in layers]
-
-
 def as_model_input(model, images):
     """Bring ``images`` to the model's input: a float32 batch at its input size.
 
@@ -533,17 +496,6 @@ def as_model_input(model, images):
     return np.ascontiguousarray(arr, dtype=np.float32), original
 
 
-def cached(model, key, factory):
-    """Per-model memo (dropped with the model): ``factory()`` once per ``(model, key)``.
-
-    Values must not reference ``model`` itself (sub-models sharing its layers are fine).
-    """
-    per_model = _CACHE.setdefault(model, {})
-    if key not in per_model:
-        per_model[key] = factory()
-    return per_model[key]
-
-
 def compiled(**options):
     """``@tf.function(**options)`` for closures built once per model and layer.
 
@@ -553,8 +505,6 @@ def compiled(**options):
     ``functools.partial`` (which has no code object) each function is counted on its own, so real
     retracing of one function still warns.
     """
-    import functools
-
     import tensorflow as tf
 
     def decorate(fn):
@@ -584,19 +534,8 @@ def forward_fn(model, layers=(), *, head: str | None = "output"):
 def mixed_precision_copy(model, *, policy: str = "mixed_float16"):
     """A copy of ``model`` computing in ``policy`` (float16 math, float32 variables), for GPUs.
 
-    The final layer stays float32 so scores and softmax keep full precision; weights are copied,
-    the caller's model is untouched. Visualisation functions cast what they read to float32.
+    :func:`nsfwkit.kerasutil.to_dtype_policy`: the output layer stays float32 so scores and softmax
+    keep full precision; weights are copied, the caller's model is untouched. Visualisation
+    functions cast what they read to float32.
     """
-    import keras
-
-    final = output_layer(model)
-
-    def clone(layer):
-        config = layer.get_config()
-        if layer is not final and "dtype" in config:
-            config["dtype"] = policy
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    copy.set_weights(model.get_weights())
-    return copy
+    return to_dtype_policy(model, policy)

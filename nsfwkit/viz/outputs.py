@@ -97,27 +97,10 @@ FILTERS_SCHEMA = "nsfwkit.filters/1"
 ACTIVATION_SCHEMA = "nsfwkit.activation/1"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def atomic_write_json(path, data: Any) -> Path:
     """Write ``data`` as indented JSON (numpy values converted, NaN/inf as null), atomically
-    (:func:`nsfwkit.fileio.write_json`)."""
-    return fileio.write_json(path, _jsonable(data))
+    (:func:`nsfwkit.fileio.write_json` of :func:`nsfwkit.fileio.json_safe`)."""
+    return fileio.write_json(path, fileio.json_safe(data))
 
 
 def read_manifest(folder) -> dict:
@@ -184,7 +167,7 @@ def write_filters(results, out_dir, *, model_name: str, parameters: dict | None 
     Returns:
         The manifest path.
     """
-    from .plot import grid, png_bytes
+    from .pixels import grid, png_bytes
 
     results = list(results)
     out_dir = Path(out_dir)
@@ -261,7 +244,7 @@ def write_activation(
         The manifest path.
     """
     from .activations import activation_grid, channel_image, most_active_channels
-    from .plot import colorize, overlay, png_bytes
+    from .pixels import colorize, overlay, png_bytes
 
     out_dir = Path(out_dir)
     img = np.clip(np.rint(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)

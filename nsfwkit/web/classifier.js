@@ -1,5 +1,5 @@
 // nsfwkit's TensorFlow.js classifier: ONE implementation of loading, preprocessing, classifying
-// and Grad-CAM, shared by the web view (browser) and the parity tests (Node, js/tfjs_predict.mjs).
+// and Grad-CAM, shared by the web view (browser) and the parity tests (Node, nsfwkit/js/tfjs_predict.mjs).
 //
 // Every function takes the TensorFlow.js namespace `tf` as its first argument, so this module
 // has no imports and runs unchanged from a <script type="module"> page (tf from the vendored

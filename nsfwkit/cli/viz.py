@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from ..viz.cam import METHODS as CAM_METHODS
+from ..zoo import DEFAULT_MODEL
+from .errors import FAILED, OK, CommandError, from_exception
 
 __all__ = ["register"]
 
@@ -26,8 +29,8 @@ def register(subparsers) -> None:
             "(dist/activation), each with a JSON manifest for the web view."
         ),
     )
-    p.add_argument("--model", default="mobilenet_v2",
-                   help="mobilenet_v2 (default), inception_v3, a .keras/.h5 file, or keras:<Application>")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"{DEFAULT_MODEL} (default), inception_v3, a .keras/.h5 file, or keras:<Application>")
     p.add_argument("--image", default=None, help="image to explain (default: the kit's sample cat photo)")
     p.add_argument("--filters", type=int, default=8, metavar="N", help="filters per layer (default 8)")
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
@@ -39,9 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (outputs are deterministic for it)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="parent folder of filters/ and activation/ (default dist/)")
-    p.add_argument("--cam", nargs="+", default=["grad_cam", "grad_cam_plus_plus", "score_cam"],
-                   choices=("grad_cam", "grad_cam_plus_plus", "score_cam"), metavar="METHOD",
-                   help="CAM methods: grad_cam grad_cam_plus_plus score_cam (default all three)")
+    p.add_argument("--cam", nargs="+", default=list(CAM_METHODS), choices=CAM_METHODS, metavar="METHOD",
+                   help=f"CAM methods: {' '.join(CAM_METHODS)} (default all)")
     p.add_argument("--cam-layer", default=None, help="CAM layer (default: the model's last conv layer)")
     p.add_argument("--class", dest="class_index", default=None,
                    help="class to explain: a name, an index, or 'all' (default: the top-1 class)")
@@ -59,40 +61,35 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_visualize)
 
 
-def _error(message: str, code: int) -> int:
-    print(f"nsfwkit visualize: error: {message}", file=sys.stderr)
-    return code
+def _check_flags(args: argparse.Namespace) -> None:
+    if args.filters < 1:
+        raise CommandError("--filters", "must be at least 1")
+    if args.steps is not None and args.steps < 0:
+        raise CommandError("--steps", "must be >= 0")
+    if args.score_cam_channels < 0 or args.channels < 0:
+        raise CommandError("--score-cam-channels and --channels", "must be >= 0")
+    if args.image is not None and not os.path.exists(args.image):
+        raise CommandError(args.image, "no such file", code=FAILED)
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
-    if args.filters < 1:
-        return _error("--filters must be at least 1", 2)
-    if args.steps is not None and args.steps < 0:
-        return _error("--steps must be >= 0", 2)
-    if args.score_cam_channels < 0 or args.channels < 0:
-        return _error("--score-cam-channels and --channels must be >= 0", 2)
-    if args.image is not None and not os.path.exists(args.image):
-        return _error(f"{args.image}: no such file", 1)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-    from . import zoo
-    from .images import ImageError
-    from .viz.layers import LayerNotFoundError
-    from .viz.report import visualize
+    _check_flags(args)
+    from .. import zoo
+    from ..images import ImageError
+    from ..viz.report import visualize
 
     if args.gpu:
         import tensorflow as tf
 
         if not tf.config.list_physical_devices("GPU"):
-            return _error(
-                "--gpu: TensorFlow sees no GPU (is tensorflow-cpu installed instead of "
-                "tensorflow[and-cuda], or CUDA_VISIBLE_DEVICES empty?); run without --gpu", 2)
+            raise CommandError("--gpu", "TensorFlow sees no GPU (is tensorflow-cpu installed instead of "
+                               "tensorflow[and-cuda], or CUDA_VISIBLE_DEVICES empty?); run without --gpu")
     try:
         model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
     except (zoo.ModelNotFoundError, ValueError, OSError) as exc:
-        return _error(str(exc), 2)
+        raise from_exception(exc, args.model) from None
     if args.gpu:
-        from .viz.layers import mixed_precision_copy
+        from ..viz.layers import mixed_precision_copy
 
         model = mixed_precision_copy(model)
     quiet = args.quiet
@@ -107,16 +104,14 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
             log=(lambda line: None) if quiet else None,
         )
     except ImageError as exc:
-        return _error(str(exc), 1)
-    except LayerNotFoundError as exc:
-        return _error(str(exc), 2)
+        raise from_exception(exc, args.image or "the sample image", code=FAILED) from None
     except FileExistsError as exc:
-        return _error(str(exc), 2)
-    except ValueError as exc:
-        return _error(str(exc), 2)
+        raise from_exception(exc, args.out or "dist/") from None
+    except ValueError as exc:   # LayerNotFoundError included: unknown layer or class
+        raise from_exception(exc, spec.name) from None
     for kind, path in written.items():
         print(f"{kind}: {path}")
-    return 0
+    return OK
 
 
 def _parts(only):

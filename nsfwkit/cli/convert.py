@@ -1,4 +1,4 @@
-"""CLI subcommands ``export``, ``serve`` and ``build-web`` (wired into ``nsfwkit.cli``).
+"""CLI subcommands ``export``, ``serve`` and ``build-web``.
 
     nsfwkit export MODEL --out DIR [--quantize none|float16|uint8 ...] [--precision-plan measured|none]
                    [--no-nsfwjs] [--overwrite]
@@ -6,6 +6,8 @@
     nsfwkit build-web [--out DIR] [--model M | --export DIR] [--galleries DIR] [--run RUN_DIR]
                                                     (DIR default: dist/web)
 
+Exit status: 0 ok; 1 the export or build itself failed, the converter is missing, or the port
+cannot be opened; 2 usage error (unknown model, refused output folder, bad port).
 TensorFlow is imported inside the handlers only, so ``nsfwkit --help`` stays fast.
 """
 
@@ -15,6 +17,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from ..zoo import DEFAULT_MODEL
+from .errors import FAILED, OK, CommandError, from_exception
 
 __all__ = ["register"]
 
@@ -28,39 +33,25 @@ def _print_sizes(rows) -> None:
               f"{r['path']:<18} {r.get('stored_as', '')}".rstrip())
 
 
-def _error(command: str, subject, exc: BaseException) -> None:
-    """``nsfwkit <command>: error: <file>: <reason>`` (the file named once)."""
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        message = f"{exc.filename}: {exc.strerror}"
-    elif str(subject) not in message:
-        message = f"{subject}: {message}"
-    print(f"nsfwkit {command}: error: {message}", file=sys.stderr)
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    from . import convert, zoo
+    from .. import convert, zoo
 
     quants = args.quantize or ["none", "float16", "uint8"]
     try:
         model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
     except (OSError, ValueError) as exc:   # ModelNotFoundError, NotADirectoryError, bad file...
-        _error("export", args.model, exc)
-        return 2
+        raise from_exception(exc, args.model) from None
     try:
         result = convert.export(model, args.out, spec=spec, quantizations=quants,
                                 nsfwjs=False if args.no_nsfwjs else None,
                                 overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
                                 precision_plan=args.precision_plan == "measured")
     except (FileExistsError, NotADirectoryError) as exc:   # refused output folder: usage
-        _error("export", args.out, exc)
-        return 2
+        raise from_exception(exc, args.out) from None
     except convert.ConverterMissingError as exc:
-        print(f"nsfwkit export: error: {exc}", file=sys.stderr)
-        return 1
+        raise from_exception(exc, "tensorflowjs", code=FAILED) from None
     except (OSError, ValueError, RuntimeError) as exc:       # the export itself failed
-        _error("export", args.out, exc)
-        return 1
+        raise from_exception(exc, args.out, code=FAILED) from None
     if not args.quiet:
         _print_sizes(result.sizes)
         print(f"exported {spec.name} to {result.out_dir}", file=sys.stderr)
@@ -68,47 +59,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
             first = next(iter(result.nsfwjs.values()))
             print(f"for nsfwjs: nsfwjs.load('<url of {first.relative_to(result.out_dir)}>/', "
                   f"{{type: 'graph', size: {spec.image_size}}})", file=sys.stderr)
-    return 0
+    return OK
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from . import serve
-
-    from . import webview
+    from .. import serve, webview
 
     folder = Path(args.dir) if args.dir else webview.site_dir()
     if not (0 <= args.port <= 65535):
-        print("nsfwkit serve: error: --port must be 0-65535", file=sys.stderr)
-        return 2
+        raise CommandError("--port", f"must be 0-65535, got {args.port}")
     try:
         serve.serve(folder, port=args.port, quiet=args.quiet)
     except NotADirectoryError as exc:
-        print(f"nsfwkit serve: error: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, folder) from None
     except OSError as exc:
-        print(f"nsfwkit serve: error: cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc})",
-              file=sys.stderr)
-        return 1
-    return 0
+        raise CommandError(f"127.0.0.1:{args.port}", f"cannot listen ({exc.strerror or exc})", code=FAILED) from None
+    return OK
 
 
 def _cmd_build_web(args: argparse.Namespace) -> int:
-    from . import webview, zoo
+    from .. import webview, zoo
 
+    out = args.out or webview.site_dir()
     try:
         index = webview.build(args.out, model=args.model, export_dir=args.export,
                               galleries_from=args.galleries, run_dir=args.run)
-    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError) as exc:
-        print(f"nsfwkit build-web: error: {exc}", file=sys.stderr)   # SiteFolderError included
-        return 2
+    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError) as exc:   # SiteFolderError included
+        raise from_exception(exc, out) from None
     except (OSError, ValueError) as exc:
-        _error("build-web", args.out or webview.site_dir(), exc)
-        return 1
+        raise from_exception(exc, out, code=FAILED) from None
     site = json.loads((index.parent / "site.json").read_text(encoding="utf-8"))
     kinds = ", ".join(site["galleries"]) or "none yet"
     serve_arg = "" if index.parent.resolve() == webview.site_dir().resolve() else f" {index.parent}"
     print(f"built {index} (galleries: {kinds}); view it with: nsfwkit serve{serve_arg}")
-    return 0
+    return OK
 
 
 def register(subparsers) -> None:
@@ -118,7 +102,7 @@ def register(subparsers) -> None:
         description="Write DIR/saved_model, DIR/tfjs/<q>/ (input raw RGB 0-255) and, for nsfwjs's "
                     "five classes, DIR/nsfwjs/<q>/ (input 0-1: load it with nsfwjs.load(url, "
                     "{type: 'graph', size})), plus spec.json and export.json (sizes).")
-    p.add_argument("model", help="pretrained name (mobilenet_v2, inception_v3) or a .keras file")
+    p.add_argument("model", help=f"pretrained name ({DEFAULT_MODEL}, inception_v3) or a .keras file")
     p.add_argument("--out", required=True, help="export folder to create")
     p.add_argument("--quantize", action="append", choices=("none", "float16", "uint8"),
                    help="weight quantisation; repeat for several (default: all three)")
@@ -147,7 +131,8 @@ def register(subparsers) -> None:
                     "own (default dist/web/), replacing only a previous build (marked .nsfwkit-site).")
     p.add_argument("--out", default=None, help="site folder (default: dist/web/; must be new, empty or a "
                                                "previous build)")
-    p.add_argument("--model", default="mobilenet_v2", help="pretrained name or .keras file to ship (exported into the cache)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="pretrained name or .keras file to ship (exported into the cache)")
     p.add_argument("--export", default=None, help="use this export folder (nsfwkit export) instead")
     p.add_argument("--galleries", default=None,
                    help="folder with filters/ and activation/ manifests to copy (default: those in dist/, "

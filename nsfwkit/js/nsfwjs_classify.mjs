@@ -1,6 +1,6 @@
 // Classify raw RGB pixel buffers with the real nsfwjs package, in Node, on the wasm backend.
 //
-// Usage: node js/nsfwjs_classify.mjs REQUEST.json
+// Usage: node nsfwkit/js/nsfwjs_classify.mjs REQUEST.json   (normally run by nsfwkit.convert.node.run_node)
 // REQUEST.json: {"model": "MobileNetV2" | "InceptionV3", "backend": "wasm" | "cpu",
 //                "images": [{"name": str, "width": int, "height": int, "rgb": "file of H*W*3 bytes"}],
 //                "repeat": int (optional, timing runs per image)}
@@ -11,11 +11,12 @@
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
+import { importPackage } from "./packages.mjs";
 import { initTfjs } from "./tfjs_node.mjs";
 
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const tf = await initTfjs(request.backend ?? "wasm");
-const nsfwjs = await import("nsfwjs");
+const nsfwjs = await importPackage("nsfwjs");
 
 const t0 = performance.now();
 const model = await nsfwjs.load(request.model ?? "MobileNetV2");

@@ -1,4 +1,4 @@
-"""Shared helpers for the dataset / training / evaluation tests (imported, not a conftest).
+"""Helpers for the dataset / training / evaluation tests (imported by name; fixtures are in conftest.py).
 
 * :func:`write_image` writes a generated image in a given format;
 * :func:`tiny_dataset` writes a small folder-per-class dataset with distinguishable classes;

@@ -1,15 +1,11 @@
-"""Shared fixtures for the nsfwkit.viz tests (imported by tests/test_viz_*.py, test_widgets.py).
-
-Expensive objects (the pretrained default model) are built once per test session through
-``functools.lru_cache`` helpers, so every test module that imports these fixtures shares them.
+"""Helpers for the nsfwkit.viz tests (tests/test_viz_*.py, test_widgets.py): tiny models with
+hand-set weights and the values worked by hand on them, and a check that a model was not changed.
+The fixtures built on them (``tiny_model``, ``branching_model``, ...) are in conftest.py.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
-import pytest
 
 #: Hand-set weights of the tiny model: 1x1 identity conv, then global average pool, then
 #: Dense(2, softmax) with these weights, so logit_c = sum_k W[k, c] * mean(A_k) + b_c.
@@ -99,47 +95,6 @@ def build_nested_model(seed: int = 0, size: int = 64):
     x = backbone(x)
     out = keras.layers.Dense(3, activation="softmax", name="head")(x)
     return keras.Model(inputs, out, name="nested")
-
-
-@functools.lru_cache(maxsize=None)
-def _default():
-    from nsfwkit import zoo
-
-    return zoo.load("mobilenet_v2")
-
-
-@functools.lru_cache(maxsize=None)
-def _cat(size: int = 224):
-    from nsfwkit import images, samples
-
-    return images.load_image(samples.default_image(), image_size=size)
-
-
-@pytest.fixture
-def tiny_model():
-    return build_tiny_model()
-
-
-@pytest.fixture
-def branching_model():
-    return build_branching_model()
-
-
-@pytest.fixture
-def nested_model():
-    return build_nested_model()
-
-
-@pytest.fixture
-def default_model():
-    """The pretrained mobilenet_v2 (model, spec), loaded once per session."""
-    return _default()
-
-
-@pytest.fixture
-def cat_image():
-    """The default sample image resized to 224, float32 0-255 (a copy per test)."""
-    return _cat().copy()
 
 
 def model_fingerprint(model):

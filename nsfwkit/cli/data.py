@@ -1,4 +1,4 @@
-"""CLI subcommands for datasets, training and evaluation (wired into ``nsfwkit`` by cli.py).
+"""CLI subcommands for datasets, training and evaluation.
 
 ``nsfwkit demo-data OUT``            write the safe offline demo dataset
 ``nsfwkit download LISTS DEST``      fetch URL lists (one text file per class) into DEST/<class>/
@@ -12,16 +12,18 @@ TensorFlow is imported only inside the handlers that need it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-__all__ = ["register", "main"]
+from ..zoo import DEFAULT_MODEL
+from .errors import FAILED, OK, from_exception
+
+__all__ = ["register"]
 
 
 def _demo_data(args) -> int:
-    from . import demo_data
+    from .. import demo_data
 
     classes = demo_data.BINARY_CLASSES if args.binary else demo_data.DEMO_CLASSES
     try:
@@ -29,15 +31,14 @@ def _demo_data(args) -> int:
                                            seed=args.seed, faults=not args.no_faults,
                                            overwrite=args.overwrite)
     except FileExistsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, args.out) from None
     print(f"demo dataset: {root} ({len(classes)} classes x {args.per_class} images; abstract "
           "textures - demonstrates the mechanics, not accuracy)")
-    return 0
+    return OK
 
 
 def _download(args) -> int:
-    from . import download
+    from .. import download
 
     try:
         report = download.download(args.lists, args.dest, workers=args.workers,
@@ -47,8 +48,7 @@ def _download(args) -> int:
                                    max_redirects=args.max_redirects,
                                    trust_env=not args.no_env_proxy, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, args.lists) from None
     counts = report.counts()
     print(f"downloaded {counts['downloaded']}, already there {counts['exists']}, "
           f"failed {counts['failed']}; report: {report.report_path}")
@@ -56,11 +56,11 @@ def _download(args) -> int:
         print(f"  failed: {r.url}: {r.reason}", file=sys.stderr)
     if len(report.failed) > 20:
         print(f"  ... and {len(report.failed) - 20} more (see the report)", file=sys.stderr)
-    return 1 if report.failed else 0
+    return FAILED if report.failed else OK
 
 
 def _prepare(args) -> int:
-    from . import data
+    from .. import data
 
     val, test = args.val, args.test
     try:
@@ -71,8 +71,7 @@ def _prepare(args) -> int:
                           max_bytes=int(args.max_mb * 1024 * 1024), progress=not args.quiet,
                           keep_empty_classes=args.keep_empty_classes)
     except (data.DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, args.dataset) from None
     out = Path(args.out)
     files = ds.write(out)
     s = ds.summary()
@@ -84,7 +83,7 @@ def _prepare(args) -> int:
     for r in ds.quarantine[:20]:
         print(f"  quarantined: {r.path}: {r.reason}", file=sys.stderr)
     print(f"manifest: {files['manifest']}")
-    return 1 if ds.quarantine else 0
+    return FAILED if ds.quarantine else OK
 
 
 def _load_config(text: str | None) -> dict:
@@ -99,13 +98,12 @@ def _load_config(text: str | None) -> dict:
 
 
 def _train(args) -> int:
-    from . import data, train
+    from .. import data, train
 
     try:
         cfg = _load_config(args.config)
     except (ValueError, OSError) as exc:
-        print(f"error: --config: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, "--config") from None
     for key in ("backbone", "weights", "image_size", "batch_size", "epochs_head",
                 "epochs_finetune", "lr_head", "lr_finetune", "unfreeze", "seed", "patience"):
         value = getattr(args, key)
@@ -115,14 +113,13 @@ def _train(args) -> int:
         result = train.train(args.manifest, args.out, cfg, resume=not args.restart,
                              progress=not args.quiet)
     except (data.DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, args.out) from None
     print(f"model: {result.model_path} ({result.steps} steps)")
-    return 0
+    return OK
 
 
 def _evaluate(args) -> int:
-    from . import data, evaluate, paths
+    from .. import data, evaluate, paths
 
     out = args.out or paths.runs_dir() / "evaluate" / Path(args.model).stem
     update = {"auto": None, "yes": True, "no": False}[args.update_spec]
@@ -131,8 +128,7 @@ def _evaluate(args) -> int:
                                     baseline=None if args.baseline == "none" else args.baseline,
                                     redact_images=not args.no_redact, update_spec=update)
     except (data.DatasetError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise from_exception(exc, args.model) from None
     test = run.report["test"]
     mc, bn = test.get("multiclass", {}), test.get("binary", {})
     if mc:
@@ -146,7 +142,7 @@ def _evaluate(args) -> int:
               "threshold NOT written into the model's spec (see --update-spec)")
     for name, path in run.files.items():
         print(f"{name}: {path}")
-    return 0
+    return OK
 
 
 def register(subparsers) -> None:
@@ -197,7 +193,7 @@ def register(subparsers) -> None:
     p.add_argument("manifest", help="manifest.csv from `nsfwkit prepare`")
     p.add_argument("out", help="run folder (an interrupted run there resumes)")
     p.add_argument("--config", help="TrainConfig fields as a JSON string or a YAML file")
-    p.add_argument("--backbone", help="mobilenet_v2 | inception_v3 | keras:<Application> | file")
+    p.add_argument("--backbone", help=f"{DEFAULT_MODEL} | inception_v3 | keras:<Application> | file")
     p.add_argument("--weights", help="for keras: backbones: imagenet | none | weights file")
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -222,18 +218,7 @@ def register(subparsers) -> None:
                         "for models trained by nsfwkit")
     p.add_argument("--target", default="nsfw_recall>=0.95",
                    help="threshold target: 'nsfw_recall>=0.95' or 'fpr<=0.01'")
-    p.add_argument("--baseline", default="mobilenet_v2", help="baseline model, or 'none'")
+    p.add_argument("--baseline", default=DEFAULT_MODEL, help="baseline model, or 'none'")
     p.add_argument("--no-redact", action="store_true", help="show mistakes unblurred")
     p.set_defaults(func=_evaluate)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run these subcommands on their own: ``python -m nsfwkit.cli_data prepare ...``."""
-    parser = argparse.ArgumentParser(prog="nsfwkit")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

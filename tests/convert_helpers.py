@@ -1,18 +1,13 @@
-"""Shared fixtures for the export / TF.js / web view tests (tests/test_convert*.py, test_web*.py,
-test_serve.py).
-
-The pretrained default model is exported ONCE per test session (``functools.lru_cache`` keyed
-on nothing, into a temporary folder removed at exit), whichever test module asks first.
+"""Helpers for the export / TF.js / web view tests (tests/test_convert*.py, test_web.py): the tools
+they need (``require_*``: skip locally, fail in CI), a tiny BN convnet and its spec, gallery
+manifests. The fixtures (``default_model``, ``exported``, ``test_images``) are in conftest.py.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,54 +46,6 @@ def require_converter():
 
     if importlib.util.find_spec("tensorflowjs") is None:
         missing("needs the TF.js converter: pip install --no-deps -r requirements/convert.txt")
-
-
-@functools.lru_cache(maxsize=None)
-def _default_model():
-    from nsfwkit import zoo
-
-    return zoo.load("mobilenet_v2")
-
-
-@functools.lru_cache(maxsize=None)
-def _default_export():
-    from nsfwkit import convert
-
-    model, spec = _default_model()
-    root = Path(tempfile.mkdtemp(prefix="nsfwkit-export-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return convert.export(model, root / "mobilenet_v2", spec=spec,
-                          quantizations=("float32", "float16", "uint8"),
-                          nsfwjs_quantizations=("float32",))
-
-
-@pytest.fixture(scope="module")
-def pretrained():
-    """``(model, spec)`` of the pretrained nsfwjs MobileNetV2 (shared per session)."""
-    return _default_model()
-
-
-@pytest.fixture(scope="module")
-def exported():
-    """:class:`nsfwkit.convert.ExportResult` of the default model: SavedModel, tfjs/{float32,
-    float16,uint8}, nsfwjs/float32 (made once per session, ~25 s)."""
-    require_converter()
-    return _default_export()
-
-
-@pytest.fixture(scope="module")
-def test_images():
-    """Raw RGB uint8 images of several sizes and kinds (photos, drawings, noise; down- and
-    upscaled, non-square, exactly 224)."""
-    from nsfwkit import samples
-
-    imgs = samples.sample_images()
-    rng = np.random.default_rng(5)
-    out = {k: imgs[k] for k in ("astronaut", "chelsea", "coffee", "rocket", "camera", "blobs")}
-    out["noise_61x37"] = rng.integers(0, 256, (61, 37, 3), dtype=np.uint8)   # upscaled
-    out["gradient_224"] = imgs["gradient"][:224, :224]                        # no resize
-    out["checker_500x333"] = samples.synthetic_image("checkerboard", image_size=500)[:333]
-    return out
 
 
 def build_tiny_model(*, augment: bool = False, input_name: str | None = "image"):

@@ -1,6 +1,6 @@
 // Drive the nsfwkit web view in headless Chromium (playwright-core + Debian's /usr/bin/chromium).
 //
-// Usage: node js/browser_check.mjs REQUEST.json
+// Usage: node nsfwkit/js/browser_check.mjs REQUEST.json   (normally run by nsfwkit.convert.node.run_node)
 // REQUEST.json: {
 //   "url": "http://127.0.0.1:PORT/" (the built site, served by nsfwkit.serve),
 //   "chromium": "/usr/bin/chromium", "user_data_dir": a fresh temporary folder,
@@ -16,7 +16,9 @@
 //   "pixels": [{"name", "probs"}], "galleries": {kind: {"layers", "images", "broken"}},
 //   "bench": {name: ms_per_image}, "backend": str}
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { importPackage } from "./packages.mjs";
+
+const { chromium } = (await importPackage("playwright-core")).default;   // CommonJS entry
 
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const context = await chromium.launchPersistentContext(request.user_data_dir, {

@@ -1,6 +1,6 @@
 // Run an nsfwkit TF.js graph model in Node (wasm backend) on pixel buffers decoded by Python.
 //
-// Usage: node js/tfjs_predict.mjs REQUEST.json
+// Usage: node nsfwkit/js/tfjs_predict.mjs REQUEST.json   (normally run by nsfwkit.convert.node.run_node)
 // REQUEST.json: {
 //   "model_dir": folder holding model.json + shards (read from disk, loaded from memory:
 //                Node cannot load file:// URLs without tfjs-node),
@@ -17,14 +17,14 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { initTfjs } from "./tfjs_node.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const tf = await initTfjs(request.backend ?? "wasm");
-const clf = await import(path.join(here, "..", "nsfwkit", "web", "classifier.js"));
+const clf = await import(pathToFileURL(path.join(here, "..", "web", "classifier.js")).href);   // nsfwkit/web/
 
 const t0 = performance.now();
 const modelJson = JSON.parse(readFileSync(path.join(request.model_dir, "model.json"), "utf8"));

@@ -1,6 +1,6 @@
 // Load an nsfwkit export into the real nsfwjs package, as an nsfwjs app would, and classify.
 //
-// Usage: node js/nsfwjs_load.mjs REQUEST.json
+// Usage: node nsfwkit/js/nsfwjs_load.mjs REQUEST.json   (normally run by nsfwkit.convert.node.run_node)
 // REQUEST.json: {"url": "http://127.0.0.1:PORT/nsfwjs/float32/" (a folder URL ending in "/",
 //                 or a model.json URL), "size": int, "backend": "wasm" | "cpu",
 //                "images": [{"name", "width", "height", "file": raw RGB H*W*3 bytes}]}
@@ -10,11 +10,12 @@
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
+import { importPackage } from "./packages.mjs";
 import { initTfjs } from "./tfjs_node.mjs";
 
 const request = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const tf = await initTfjs(request.backend ?? "wasm");
-const nsfwjs = await import("nsfwjs");
+const nsfwjs = await importPackage("nsfwjs");
 
 const t0 = performance.now();
 const model = await nsfwjs.load(request.url, { type: "graph", size: request.size });

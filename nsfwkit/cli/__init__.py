@@ -1,0 +1,99 @@
+"""The ``nsfwkit`` command line: one module per command group, one error path.
+
+=====================  =========================================================
+``classify``           :mod:`nsfwkit.cli.classify`
+``run``                :mod:`nsfwkit.cli.run` (the notebook series)
+``models``             :mod:`nsfwkit.cli.models` (the offline pretrained models)
+``demo-data``, ``download``, ``prepare``, ``train``, ``evaluate``
+                       :mod:`nsfwkit.cli.data`
+``export``, ``serve``, ``build-web``
+                       :mod:`nsfwkit.cli.convert`
+``visualize``          :mod:`nsfwkit.cli.viz`
+=====================  =========================================================
+
+Each module has ``register(subparsers)``; its handlers raise
+:class:`~nsfwkit.cli.errors.CommandError`, which :func:`main` alone turns into one line on stderr,
+``nsfwkit <command>: <what> — <why>``, and the exit status: 0 ok, 1 some inputs failed or the work
+failed, 2 usage error (see :mod:`nsfwkit.cli.errors`). TensorFlow is imported inside the handlers
+only, so ``nsfwkit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import classify, convert, data, models, run, viz
+from .errors import FAILED, USAGE, CommandError, from_argparse, from_exception, report
+
+__all__ = ["main", "build_parser", "CommandError"]
+
+#: The command groups, in ``nsfwkit --help`` order.
+_GROUPS = (classify, run, models, data, convert, viz)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (unknown flag, bad value) go through the same error path."""
+
+    commands = None  #: the sub-commands (``add_subparsers``'s action)
+
+    def add_subparsers(self, **kwargs):
+        self.commands = super().add_subparsers(**kwargs)
+        return self.commands
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        raise from_argparse(self.prog, message)
+
+
+def _quiet_tensorflow() -> None:
+    # Must be set before TensorFlow is imported; only for the CLI process, never on import.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def build_parser() -> _Parser:
+    from .. import __version__
+
+    parser = _Parser(prog="nsfwkit",
+                     description="NSFW image classification research kit (Keras 3 / TensorFlow).")
+    parser.add_argument("--version", action="version", version=f"nsfwkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in _GROUPS:
+        group.register(sub)
+    return parser
+
+
+def _parse(parser: _Parser, argv) -> argparse.Namespace:
+    """Parse; arguments no sub-command knows are that sub-command's error, not the top level's."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = parser.commands.choices.get(args.command, parser) if parser.commands else parser
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit status. Every failure is reported here, once."""
+    _quiet_tensorflow()
+    parser = build_parser()
+    prog = parser.prog
+    try:
+        args = _parse(parser, argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return USAGE
+        prog = f"{parser.prog} {args.command}"
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        error = exc
+    except KeyboardInterrupt:
+        error = CommandError("interrupted", "stopped by the user", code=130)
+    except BrokenPipeError:  # `nsfwkit classify DIR | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # a file no handler expected to fail (disk full, permissions...)
+        error = from_exception(exc, "file", code=FAILED)
+    report(error.prog or prog, error.what, error.why)
+    return error.code
