@@ -90,6 +90,7 @@ bench: setup browser
 	$(PY) benchmarks/prepare.py
 	$(PY) benchmarks/filters.py
 	$(PY) benchmarks/cam.py
+	$(PY) benchmarks/widget.py
 	$(PY) benchmarks/browser.py
 
 clean-venv:

@@ -200,9 +200,9 @@ class LayerBrowser:
 
     # -- events -----------------------------------------------------------------------------
     def _channels(self, layer: str) -> int:
-        from .viz.layers import feature_model
+        from .viz.layers import find_layer
 
-        return int(feature_model(self.model, [layer], head=None).outputs[0].shape[-1])
+        return int(find_layer(self.model, layer).output.shape[-1])  # no sub-model needed for a shape
 
     def _changed(self, change) -> None:
         if self._busy:
