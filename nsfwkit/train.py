@@ -920,7 +920,7 @@ def _finished_run_spec(model_path: Path, steps: int) -> ModelSpec | None:
 
 def _scalars(writer, values: dict[str, float], step: int) -> None:
     """Write TensorBoard scalars as plain ``Summary`` protos (no ``tensorboard`` package needed
-    to write them; ``pip install tensorboard`` to view them)."""
+    to write them; the set-up installs ``tensorboard`` to view them)."""
     import tensorflow as tf
 
     summary = tf.compat.v1.Summary(value=[
