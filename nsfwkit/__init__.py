@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "cli", "classify", "frames", "images", "jsliteral", "paths", "pipeline", "samples", "spec", "zoo",
     "data", "download", "demo_data", "train", "evaluate", "convert", "viz", "widgets", "web",
-    "parity", "serve", "webview",
+    "parity", "serve", "webview", "jupyter", "progress",
 }
 
 __all__ = sorted(_SUBMODULES) + ["__version__"]

@@ -225,7 +225,7 @@ def classify(
         nsfw_classes: classes summed into ``nsfw`` (default: the spec's, Hentai+Porn+Sexy).
         workers: decoding threads (default: twice the CPU count, at most 8).
         recursive: walk folders recursively.
-        progress: show a tqdm progress bar on stderr.
+        progress: show a text progress bar (stderr; stdout inside a notebook).
         safe_mode: load model files in Keras safe mode.
         frames: ``"worst"``: one result per animation or video, its worst frame's; ``"all"``: one
             result per classified frame.
@@ -358,9 +358,9 @@ class _Engine:
         self._batch: list = []
         self._bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from .progress import progress_bar
 
-            self._bar = tqdm(total=len(files), unit="file", file=sys.stderr, dynamic_ncols=True)
+            self._bar = progress_bar(total=len(files), unit="file", dynamic_ncols=True)
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nsfwkit-decode") as pool:
             inflight: collections.deque = collections.deque()
             todo = iter(enumerate(files))

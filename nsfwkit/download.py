@@ -295,7 +295,7 @@ def download(
         max_bytes: larger bodies are refused (checked before and while streaming).
         max_redirects: redirects followed per request.
         seed: seeds the back-off jitter.
-        progress: progress bar (``tqdm.auto``); False turns it off.
+        progress: a text progress bar (:mod:`nsfwkit.progress`); False turns it off.
         trust_env: use proxies (``HTTP(S)_PROXY``, ``NO_PROXY``) and netrc from the environment,
             like ``requests`` does by default; False ignores them.
         max_retry_after: a ``Retry-After`` longer than this (seconds) fails the URL instead of
@@ -338,9 +338,9 @@ def download(
             futures = [pool.submit(_download_one, u, l, dest, **kwargs) for u, l in jobs]
             iterator = futures
             if progress:
-                from tqdm.auto import tqdm
+                from .progress import progress_bar
 
-                iterator = tqdm(futures, desc="download", unit="url")
+                iterator = progress_bar(futures, desc="download", unit="url")
             results = [f.result() for f in iterator]
     finally:
         for session in sessions:

@@ -259,20 +259,18 @@ def load_params(params: str | os.PathLike | None, names: Iterable[str],
 
 @contextlib.contextmanager
 def _this_python_kernel():
-    """Make kernel 'python3' resolve to this interpreter, whatever kernelspecs the user has."""
+    """Make the kit's kernel (:mod:`nsfwkit.jupyter`) resolve to this interpreter, whatever is installed."""
+    from .jupyter import KERNEL_NAME, kernel_spec
+
     with tempfile.TemporaryDirectory(prefix="nsfwkit-kernel-") as tmp:
-        spec_dir = Path(tmp) / "kernels" / "python3"
+        spec_dir = Path(tmp) / "kernels" / KERNEL_NAME
         spec_dir.mkdir(parents=True)
-        (spec_dir / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (nsfwkit)", "language": "python",
-            # TensorFlow's C++ start-up chatter would otherwise land in every notebook's output
-            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
-        }))
+        env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        (spec_dir / "kernel.json").write_text(json.dumps(kernel_spec(env=env)))
         old = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = tmp + (os.pathsep + old if old else "")
         try:
-            yield "python3"
+            yield KERNEL_NAME
         finally:
             if old is None:
                 os.environ.pop("JUPYTER_PATH", None)

@@ -515,7 +515,7 @@ def train(
             over, discarding this run folder's checkpoints). Resuming a finished run trains
             nothing and keeps its ``model.keras`` and spec (threshold included) as they are.
         verbose: print one line per epoch.
-        progress: a progress bar over each epoch's steps (``tqdm.auto``: a widget in Jupyter);
+        progress: a text progress bar over each epoch's steps (:mod:`nsfwkit.progress`);
             default: on when ``verbose``.
 
     Multi-worker runs: only the chief (task type ``chief``, or worker 0 when there is no
@@ -819,10 +819,10 @@ class _Loop:
     def _progress_bar(self, state: TrainState):
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        return tqdm(total=self.steps_per_epoch, initial=state.step_in_epoch, unit="step",
-                    desc=f"epoch {state.epoch} [{state.phase}]", leave=False)
+        return progress_bar(total=self.steps_per_epoch, initial=state.step_in_epoch, unit="step",
+                            desc=f"epoch {state.epoch} [{state.phase}]", leave=False)
 
     def _end_epoch(self, state: TrainState, start_time: float) -> None:
         """Validate, log the epoch, keep the best weights, stop early, checkpoint the epoch end."""
@@ -929,7 +929,7 @@ def _finished_run_spec(model_path: Path, steps: int) -> ModelSpec | None:
 
 def _scalars(writer, values: dict[str, float], step: int) -> None:
     """Write TensorBoard scalars as plain ``Summary`` protos (no ``tensorboard`` package needed
-    to write them; ``pip install tensorboard`` to view them)."""
+    to write them; the set-up installs ``tensorboard`` to view them)."""
     import tensorflow as tf
 
     summary = tf.compat.v1.Summary(value=[

@@ -146,3 +146,45 @@ def test_plot_helpers(tmp_path, tiny_model, branching_model):
         plot.plot_filters(results, labels=["one"])
     path = plot.save_figure(fig, tmp_path / "f.png")
     assert path.read_bytes()[:4] == b"\x89PNG" and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def _three_images():
+    """Scaled copies of TINY_X: at the identity "conv", channel c's mean on image i is k_i * mean(TINY_X[..., c])."""
+    return np.stack([1.0 * TINY_X, 3.0 * TINY_X, 3.0 * TINY_X[..., ::-1]]).astype(np.float32)
+
+
+def test_channel_means_hand_computed(tiny_model):
+    images = _three_images()
+    m0, m1 = TINY_X[..., 0].mean(), TINY_X[..., 1].mean()  # 19/16 and 17/16
+    expected = np.array([[m0, m1], [3 * m0, 3 * m1], [3 * m1, 3 * m0]], np.float32)
+    np.testing.assert_allclose(act.channel_means(tiny_model, images, layer="conv"), expected, rtol=1e-6)
+    # a list of images of any size is accepted (each resized to the model's input)
+    listed = act.channel_means(tiny_model, list(images), layer="conv", batch_size=2)
+    np.testing.assert_allclose(listed, expected, rtol=1e-6)
+
+
+def test_top_activating_examples_hand_computed(tiny_model):
+    images = _three_images()
+    top = act.top_activating_examples(tiny_model, images, layer="conv", channel=0, count=2)
+    # channel 0: image 1 has 3*19/16, image 2 has 3*17/16, image 0 has 19/16
+    assert top.indices.tolist() == [1, 2] and top.layer == "conv" and top.channel == 0
+    np.testing.assert_allclose(top.scores, [3 * 19 / 16, 3 * 17 / 16], rtol=1e-6)
+    np.testing.assert_allclose(top.maps, [3 * TINY_X[..., 0], 3 * TINY_X[..., 1]], atol=1e-5)
+    # precomputed means serve any channel without a full pass; ties keep the images' order
+    means = np.array([[1.0, 0.0], [2.0, 0.0], [2.0, 0.0]], np.float32)
+    again = act.top_activating_examples(tiny_model, images, layer="conv", channel=0, count=5, means=means)
+    assert again.indices.tolist() == [1, 2, 0] and again.maps.shape == (3, 4, 4)
+
+
+def test_top_activating_examples_errors(tiny_model):
+    images = _three_images()
+    with pytest.raises(ValueError, match="out of range"):
+        act.top_activating_examples(tiny_model, images, layer="conv", channel=2)
+    with pytest.raises(ValueError, match="means has shape"):
+        act.top_activating_examples(tiny_model, images, layer="conv", channel=0, means=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="empty"):
+        act.channel_means(tiny_model, images[:0], layer="conv")
+    with pytest.raises(ValueError, match="4-D feature map"):
+        act.channel_means(tiny_model, images, layer="gap")
+    with pytest.raises(LayerNotFoundError):
+        act.channel_means(tiny_model, images, layer="nope")

@@ -253,3 +253,9 @@ def test_inception_v3_mixed10():
     assert result.layer == "mixed10"
     assert result.maps.shape == (1, 150, 200) and result.maps.max() == pytest.approx(1.0)
     assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_cam_coverage_hand_computed():
+    maps = np.array([[[0.0, 0.5], [0.005, 1.0]], [[0.0, 0.0], [0.0, 0.0]]], np.float32)
+    np.testing.assert_allclose(cam.cam_coverage(maps), [0.5, 0.0])
+    np.testing.assert_allclose(cam.cam_coverage(maps[0], threshold=0.6), [0.25])

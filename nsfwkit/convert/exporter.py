@@ -59,7 +59,7 @@ def export(
     Returns:
         an :class:`ExportResult`; the same summary is in ``out_dir/export.json``.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     from ..zoo import check_classifier
 
@@ -74,8 +74,8 @@ def export(
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     steps = 1 + len(set(quants) | {"float32"}) + (1 + len(nsfwjs_quants) if nsfwjs else 0)
-    bar = tqdm(total=steps, desc=f"export {spec.name}", unit="step",
-               disable=not (progress if progress is not None else sys.stderr.isatty()))
+    bar = progress_bar(total=steps, desc=f"export {spec.name}", unit="step",
+                       disable=not (progress if progress is not None else sys.stderr.isatty()))
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
         t0 = time.perf_counter()
         export_saved_model(model, tmp / "saved_model", spec=spec)

@@ -44,7 +44,7 @@ def prepare(
             (split ``excluded``); ``"keep"`` keeps them, all in one split.
         workers: decoding threads.
         max_bytes, max_pixels: larger files / images are quarantined.
-        progress: progress bar while validating (``tqdm.auto``); False turns it off.
+        progress: a text progress bar while validating (:mod:`nsfwkit.progress`); False turns it off.
         keep_empty_classes: keep class folders with no usable image in ``class_names`` (a model
             trained on the manifest then has an output no image ever taught). Default: they
             are dropped from the class list, with a warning.

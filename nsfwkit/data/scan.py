@@ -166,8 +166,8 @@ def validate_files(
         max_bytes: files larger than this are quarantined without being read.
         max_pixels: images with more pixels are quarantined before decoding.
         hash_size: perceptual hash side (8 -> 64-bit hash).
-        progress: show a progress bar (``tqdm.auto``: a text bar on a terminal, a widget in
-            Jupyter); False turns it off.
+        progress: show a text progress bar (:mod:`nsfwkit.progress`: stderr on a terminal,
+            stdout in a notebook); False turns it off.
 
     Returns:
         One :class:`Record` per file, in input order; ``ok=False`` ones carry ``reason``.
@@ -178,7 +178,7 @@ def validate_files(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda a: _validate_one(*a), args)
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            results = tqdm(results, total=len(args), desc="validate", unit="img")
+            results = progress_bar(results, total=len(args), desc="validate", unit="img")
         return list(results)

@@ -4,6 +4,7 @@
   caller's model);
 * :mod:`~nsfwkit.viz.cam`: ``grad_cam``, ``grad_cam_plus_plus``, ``score_cam``;
 * :mod:`~nsfwkit.viz.activations`: one pass returning inner layers' outputs and the prediction;
+  the dataset images that activate a channel most;
 * :mod:`~nsfwkit.viz.filters`: maximally-activating inputs of conv filters (``classic`` and
   ``quality`` recipes);
 * :mod:`~nsfwkit.viz.transforms`: the quality recipe's random jitter/scale/rotate, as affine
@@ -17,9 +18,17 @@
 Importing this package does not import TensorFlow; the functions do, when called.
 """
 
-from .activations import ActivationResult, activation_grid, channel_image, most_active_channels
+from .activations import (
+    ActivationResult,
+    TopExamples,
+    activation_grid,
+    channel_image,
+    channel_means,
+    most_active_channels,
+    top_activating_examples,
+)
 from .cam import METHODS as CAM_METHODS
-from .cam import CamResult, cam_per_class, compute_cam, grad_cam, grad_cam_plus_plus, score_cam
+from .cam import CamResult, cam_coverage, cam_per_class, compute_cam, grad_cam, grad_cam_plus_plus, score_cam
 from .filters import RECIPES, FilterResult, maximize_filters, visualize_filters
 from .layers import (
     LayerNotFoundError,
@@ -35,12 +44,15 @@ from .report import visualize
 __all__ = [
     "ActivationResult",
     "FilterResult",
+    "TopExamples",
     "RECIPES",
     "activation_grid",
     "channel_image",
+    "channel_means",
     "maximize_filters",
     "most_active_channels",
     "read_manifest",
+    "top_activating_examples",
     "visualize",
     "visualize_filters",
     "write_activation",
@@ -48,6 +60,7 @@ __all__ = [
     "CAM_METHODS",
     "CamResult",
     "LayerNotFoundError",
+    "cam_coverage",
     "cam_per_class",
     "compute_cam",
     "conv_layers",

@@ -49,6 +49,7 @@ import numpy as np
 from ..kerasutil import cached
 from .layers import (
     as_model_input,
+    compiled,
     feature_model,
     forward_fn,
     last_conv_layer,
@@ -60,6 +61,7 @@ __all__ = [
     "CamResult",
     "METHODS",
     "compute_cam",
+    "cam_coverage",
     "grad_cam",
     "grad_cam_plus_plus",
     "score_cam",
@@ -101,7 +103,7 @@ def _gradient_fn(model, layer: str, *, jit_compile: bool = False):
 
         sub = feature_model(model, [layer], head="logits")
 
-        @tf.function(reduce_retracing=True, jit_compile=jit_compile, autograph=False)
+        @compiled(reduce_retracing=True, jit_compile=jit_compile, autograph=False)
         def fn(x, cls):
             with tf.GradientTape() as tape:
                 acts, logits = sub(x, training=False)
@@ -224,6 +226,21 @@ def compute_cam(
         method=method,
         raw=_upsample(np.maximum(raw, 0.0), size),
     )
+
+
+def cam_coverage(maps: np.ndarray, *, threshold: float = 0.01) -> np.ndarray:
+    """The fraction of each map above ``threshold``: ``float32`` ``(N,)`` in ``[0, 1]``.
+
+    Maps are scaled to their own maximum, so a low coverage (at ``threshold=0.5``, half the peak)
+    means the class evidence at this layer is a few hot pixels or nothing: typical of early
+    layers, which the class gradient barely reaches.
+
+    Args:
+        maps: ``(N, H, W)`` or ``(H, W)`` CAMs in ``[0, 1]``.
+    """
+    arr = np.asarray(maps, np.float32)
+    arr = arr[None] if arr.ndim == 2 else arr
+    return (arr > threshold).reshape(arr.shape[0], -1).mean(axis=1).astype(np.float32)
 
 
 def _score_cam(model, x, size, cls, layer, *, batch_size: int, max_channels: int | None) -> CamResult:

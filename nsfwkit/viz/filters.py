@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from ..kerasutil import cached
-from .layers import default_filter_layers, feature_model, input_size, layer_path
+from .layers import compiled, default_filter_layers, feature_model, input_size, layer_path
 from .transforms import affine_warp, compose, jitter, random_rotate, random_scale, warp
 
 __all__ = [
@@ -201,12 +201,12 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
         def features(x):
             return tf.nest.flatten(sub(x, training=False))[0]
 
-        @tf.function(reduce_retracing=True, autograph=False)
+        @compiled(reduce_retracing=True, autograph=False)
         def objective(x, onehot):
             activation = _objective(tf.nest.flatten(post(x, training=False))[0], onehot, border)
             return _objective(features(x), onehot, border), activation
 
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        @compiled(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
         def classic_step(x, onehot, step_size):
             with tf.GradientTape() as tape:
                 tape.watch(x)
@@ -216,7 +216,7 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
             g = g / (tf.sqrt(tf.reduce_mean(tf.square(g), axis=[1, 2, 3], keepdims=True)) + 1e-5)
             return tf.clip_by_value(x + step_size * g, 0.0, 255.0), obj
 
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
+        @compiled(jit_compile=jit_compile, reduce_retracing=True, autograph=False)
         def quality_step(p, m, v, t, onehot, step_seed, lr):
             with tf.GradientTape() as tape:
                 tape.watch(p)
@@ -232,7 +232,7 @@ def _functions(model, layer: str, h: int, w: int, border: int, jit_compile: bool
             v_hat = v / (1.0 - tf.pow(0.999, t))
             return p - lr * m_hat / (tf.sqrt(v_hat) + 1e-8), m, v, t, obj
 
-        @tf.function(reduce_retracing=True, autograph=False)
+        @compiled(reduce_retracing=True, autograph=False)
         def render(p):
             return unit_image(p, (h, w)) * 255.0
 
@@ -251,10 +251,10 @@ def _deprocess(x: np.ndarray, *, contrast: float = 0.15) -> np.ndarray:
 
 
 def _progress(enabled: bool | None, total: int, desc: str):
-    """A ``tqdm.auto`` bar (a widget under Jupyter/papermill, text on a terminal); None = on."""
-    from tqdm.auto import tqdm
+    """A text progress bar (:func:`nsfwkit.progress.progress_bar`: survives a notebook reload); None = on."""
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=enabled is False, leave=False)
+    return progress_bar(total=total, desc=desc, disable=enabled is False, leave=False)
 
 
 def maximize_filters(
@@ -288,8 +288,8 @@ def maximize_filters(
         jit_compile: compile the optimisation step with XLA (GPU; works on CPU too). Both
             recipes compile whole: the quality recipe's random affine transform is a
             gather-based warp (:func:`affine_warp`) that XLA supports.
-        progress: show a progress bar (``tqdm.auto``: a widget in notebooks, text on a
-            terminal). None or True = on; False = off.
+        progress: show a text progress bar (stdout in a notebook, stderr on a terminal).
+            None or True = on; False = off.
 
     Returns:
         A :class:`FilterResult`.

@@ -92,7 +92,7 @@ def visualize(
         score_cam_channels: Score-CAM keeps this many highest-variance channels (None = all).
         channels, most_active: per-channel PNGs written per layer.
         jit_compile: XLA-compile the optimisation and gradient steps.
-        progress: progress bars (``tqdm.auto``; default on, False = off).
+        progress: text progress bars (:mod:`nsfwkit.progress`; default on, False = off).
         log: called with one line per finished piece of work (default: print to stderr).
 
     Returns:
