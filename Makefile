@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # The suite runs on every core; tests sharing a once-per-run build stay on one worker (tests/conftest.py).
 PYTEST_XDIST ?= -n auto --dist loadgroup
 
-.PHONY: setup demo test bench models browser lab git-filter clean-venv help
+.PHONY: setup demo test lint bench models browser lab git-filter clean-venv help
 .DEFAULT_GOAL := help
 
 help:
@@ -80,8 +80,13 @@ demo: setup
 lab: setup
 	$(PY) -m nsfwkit.jupyter lab
 
-test: setup browser
+test: setup browser lint
 	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+# Lint: ruff with the project's configuration (pyproject.toml), over the package, tests, benchmarks
+# and notebooks.
+lint: $(STAMPS)/python
+	$(VENV)/bin/ruff check .
 
 # Speed targets: each prints a ratio against a baseline measured in the same run.
 bench: setup browser

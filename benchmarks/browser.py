@@ -69,7 +69,8 @@ def main() -> int:
         try:
             with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
                 out = convert.run_node("browser_check.mjs", {
-                    "url": server.url, "chromium": shutil.which("chromium") or "/usr/bin/chromium", "user_data_dir": profile,
+                    "url": server.url, "chromium": shutil.which("chromium") or "/usr/bin/chromium",
+                    "user_data_dir": profile,
                     "bench": {"size": spec.image_size, "repeat": args.repeat, "file": str(work / "img.rgb"),
                               "width": img.shape[1], "height": img.shape[0], "models": [
                                   {"name": "nsfwjs", "url": "bench/nsfwjs_mobilenet_v2/model.json",

@@ -58,7 +58,6 @@ def main(argv=None) -> int:
     parser.add_argument("--score-cam-channels", type=int, default=256, help="Score-CAM channels in the tables")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import tensorflow as tf
 
     from nsfwkit import images, samples, zoo
@@ -97,13 +96,14 @@ def main(argv=None) -> int:
     print(f"forward + backward (base): {base * 1e3:8.1f} ms")
     print(f"forward + backward to {spec.last_conv_layer}: {base_layer * 1e3:8.1f} ms")
     for method in ("grad_cam", "grad_cam_plus_plus"):
-        t = best_of(lambda: cam.compute_cam(model, x, method=method, layer=spec.last_conv_layer), args.repeats)
+        t = best_of(lambda method=method: cam.compute_cam(model, x, method=method, layer=spec.last_conv_layer),
+                    args.repeats)
         print(f"{method:<26} {t * 1e3:8.1f} ms = {t / base:.2f}x forward+backward (target <= 1.5x), "
               f"{t / base_layer:.2f}x forward+backward to the layer")
     layer_channels = int(model.get_layer(spec.last_conv_layer).output.shape[-1]) if spec.last_conv_layer else None
     settings = [256] + ([None] if not args.no_full_score_cam else [])
     for k in settings:
-        t = best_of(lambda: cam.compute_cam(model, x, method="score_cam", layer=spec.last_conv_layer,
+        t = best_of(lambda k=k: cam.compute_cam(model, x, method="score_cam", layer=spec.last_conv_layer,
                                             max_channels=k, batch_size=32), 1)
         label = f"all {layer_channels}" if k is None else str(k)
         print(f"score_cam ({label} channels): {t:8.2f} s = {t / base:.0f}x forward+backward, "

@@ -31,8 +31,8 @@ THREADS = 2
 def bench_images(count: int, image_size: int) -> np.ndarray:
     """Safe photo crops and generated images, resized the inference way, whole-number pixels
     (so the uint8-input int8 build sees exactly what the others see)."""
-    from nsfwkit.convert import runtimes as common
     from nsfwkit import samples
+    from nsfwkit.convert import runtimes as common
 
     rng = np.random.default_rng(0)
     pool = list(samples.sample_images().values()) + list(common.parity_images(image_size).values())
@@ -117,7 +117,8 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from nsfwkit import zoo
-    from nsfwkit.convert import onnx as convert_onnx, tflite as convert_tflite
+    from nsfwkit.convert import onnx as convert_onnx
+    from nsfwkit.convert import tflite as convert_tflite
 
     model, spec = zoo.load("mobilenet_v2")
     images = bench_images(args.images, spec.image_size)

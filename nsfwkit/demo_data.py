@@ -192,7 +192,7 @@ Deliberate faults (the validation step should report them):
 """
 
 
-def make_demo_dataset(
+def make_demo_dataset(  # noqa: C901 (one flat recipe of planted faults, read top to bottom)
     folder: str | os.PathLike,
     *,
     per_class: int = 40,
@@ -288,7 +288,6 @@ def make_demo_dataset(
                     continue
                 _write(root / rel, first[f"{cls}_0001"][1])
             elif "resaved" in rel:
-                from PIL import Image
 
                 if f"{cls}_0002" not in first:
                     continue

@@ -159,7 +159,7 @@ def check_label(label: str) -> str:
     return text
 
 
-def _fetch_once(session, url: str, *, timeout: tuple[float, float], deadline_s: float,
+def _fetch_once(session, url: str, *, timeout: tuple[float, float], deadline_s: float,  # noqa: C901 (a branch per failure mode)
                 max_bytes: int) -> bytes:
     import requests
 
@@ -252,8 +252,9 @@ def _download_one(url: str, label: str, dest: Path, *, get_session, timeout, dea
         except _images.ImageError as exc:
             return DownloadResult(url, label, "failed", reason=f"not an image: {exc.reason}",
                                   attempts=attempts, bytes=len(data))
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         fmt = Image.open(io.BytesIO(data)).format or "JPEG"
         path = folder / f"{stem}{_EXT.get(fmt, '.img')}"

@@ -220,8 +220,12 @@ def evaluate_predictions(
         calibration) when ``probs`` is given, and ``binary`` (auc, average_precision,
         operating point, confusion at 0.5).
     """
-    from sklearn.metrics import (average_precision_score, confusion_matrix,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y = np.asarray(y_true, np.int64)
     names = list(class_names)
@@ -549,7 +553,7 @@ class EvaluationRun:
     spec_updated: bool = False
 
 
-def evaluate_run(
+def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
     model_path: str | os.PathLike,
     manifest: str | os.PathLike,
     out_dir: str | os.PathLike,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 import numpy as np
+
 from convert_helpers import missing
 
 

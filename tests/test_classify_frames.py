@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from frames_helpers import cartoon, flatness_model, flatness_probs, photo, write_video
 from PIL import Image
 
 from nsfwkit import classify as classify_module
@@ -15,6 +14,8 @@ from nsfwkit.classify import Result, classify
 from nsfwkit.frames import load_frames
 from nsfwkit.images import load_image
 from nsfwkit.spec import NSFWJS_CLASSES, ModelSpec, spec_path_for
+
+from frames_helpers import cartoon, flatness_model, flatness_probs, photo, write_video
 
 SIZE = 32
 

@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from convert_helpers import build_tiny_model, require_converter, tiny_spec
 from nsfwkit import convert
+
+from convert_helpers import build_tiny_model, require_converter, tiny_spec
 
 
 def test_converter_import_leaves_no_stand_ins():
@@ -150,7 +151,8 @@ def test_precision_plan_meets_its_target_with_the_cheapest_levels(tiny_planner):
 
 
 def test_calibration_images_are_not_the_test_images():
-    from nsfwkit import images as nsfw_images, samples
+    from nsfwkit import images as nsfw_images
+    from nsfwkit import samples
 
     calib = convert._calibration_images(32)
     assert calib.shape[1:] == (32, 32, 3) and calib.dtype == np.float32 and len(calib) >= 16

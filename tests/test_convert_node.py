@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convert_helpers import build_tiny_model, require_converter, require_node, tiny_spec
-from nsfwkit import convert, images as nsfw_images, serve
+from nsfwkit import convert, serve
+from nsfwkit import images as nsfw_images
 from nsfwkit.spec import NSFWJS_CLASSES
+
+from convert_helpers import build_tiny_model, require_converter, require_node, tiny_spec
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
@@ -107,6 +109,7 @@ def test_tfjs_grad_cam_matches_python(exported, default_model, test_images):
     """classifier.js gradCam (TF.js gradients through the graph model) vs a Keras tape."""
     require_node()
     import tensorflow as tf
+
     from nsfwkit.viz.layers import feature_model
 
     model, spec = default_model

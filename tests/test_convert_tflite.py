@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
-from runtime_helpers import build_runtime_model, check_images, require, runtime_spec
 
 from nsfwkit.convert import runtimes as common
+
+from runtime_helpers import build_runtime_model, check_images, require, runtime_spec
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_helpers import encode, tiny_dataset, write_image
 from nsfwkit import data, demo_data
+
+from data_helpers import encode, tiny_dataset, write_image
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

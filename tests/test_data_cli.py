@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from data_helpers import HostileServer
 from nsfwkit import cli, data
 from nsfwkit.cli import data as cli_data
+
+from data_helpers import HostileServer
 
 
 def test_register_adds_the_subcommands():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_helpers import tiny_dataset, write_image
 from nsfwkit import data, images
+
+from data_helpers import tiny_dataset, write_image
 
 
 def _files(tmp_path, n=6):

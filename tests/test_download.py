@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from data_helpers import HostileServer
 from nsfwkit import download, images
+
+from data_helpers import HostileServer
 
 
 def test_read_url_lists_layouts(tmp_path):

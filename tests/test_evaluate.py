@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_helpers import tiny_backbone, tiny_dataset
 from nsfwkit import data, evaluate, train, zoo
 from nsfwkit.spec import ModelSpec, spec_path_for
+
+from data_helpers import tiny_backbone, tiny_dataset
 
 Y = np.array([0, 0, 1, 1, 1])
 S = np.array([0.1, 0.6, 0.4, 0.7, 0.9])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from frames_helpers import browser_composite, gif_bytes, grey_ramp, require_av, write_video
 from PIL import Image, ImageSequence
 
 from nsfwkit.frames import MAX_FRAMES, load_frames
 from nsfwkit.images import VIDEO_EXTENSIONS, ImageError, iter_image_files, load_image
+
+from frames_helpers import browser_composite, gif_bytes, grey_ramp, require_av, write_video
 
 
 @pytest.fixture

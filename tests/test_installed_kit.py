@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert_helpers import require_node
 from nsfwkit import convert, parity, paths
+
+from convert_helpers import require_node
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from convert_helpers import ARTIFACTS, CHROMIUM, require_chromium
 from nsfwkit import jupyter
+
+from convert_helpers import ARTIFACTS, CHROMIUM, require_chromium
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.node]
 ROOT = Path(__file__).resolve().parent.parent

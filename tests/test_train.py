@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_helpers import tiny_backbone, tiny_dataset
 from nsfwkit import data, train
 from nsfwkit.spec import ModelSpec, spec_path_for
+
+from data_helpers import tiny_backbone, tiny_dataset
 
 TESTS = Path(__file__).resolve().parent
 
@@ -69,7 +70,6 @@ def test_saved_model_keeps_the_contract(prepared, tmp_path):
 
 
 def test_phases_freeze_backbone_then_unfreeze_top_layers_with_bn_frozen(prepared):
-    import keras
 
     _, backbone = prepared
     cfg = train.TrainConfig(**_config(backbone, unfreeze=1))

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from viz_helpers import TINY_X
-
 from nsfwkit.viz import activations as act
 from nsfwkit.viz import cam, filters, outputs
 from nsfwkit.viz.layers import LayerNotFoundError
+
+from viz_helpers import TINY_X
 
 
 def test_one_pass_returns_layers_and_prediction(tiny_model):

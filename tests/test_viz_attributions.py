@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nsfwkit.viz import attributions as at
+from nsfwkit.viz import cam, classmaps
+
 from viz_helpers import (
     FLAT_A,
     FLAT_G,
@@ -14,9 +17,6 @@ from viz_helpers import (
     build_tiny_model,
     model_fingerprint,
 )
-
-from nsfwkit.viz import attributions as at
-from nsfwkit.viz import cam, classmaps
 
 # The flat-head model is linear in its input (identity 1x1 conv, Flatten, Dense): the gradient of
 # class 0's logit with respect to the input is FLAT_G everywhere, and Integrated Gradients from a

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nsfwkit.viz import cam
+from nsfwkit.viz.layers import LayerNotFoundError
+
 from viz_helpers import (
     FLAT_A,
     TINY_B,
@@ -15,9 +18,6 @@ from viz_helpers import (
     build_tiny_model,
     model_fingerprint,
 )
-
-from nsfwkit.viz import cam
-from nsfwkit.viz.layers import LayerNotFoundError
 
 # Grad-CAM of the tiny model, worked by hand: with A = x and logit_c = sum_k W[k,c] mean(A_k),
 # dlogit_c/dA_k = W[k,c]/16, so cam_c = relu(sum_k W[k,c] x_k) / max.

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nsfwkit.viz import attributions as at
+from nsfwkit.viz import cam
+from nsfwkit.viz import faithfulness as fa
+
 from viz_helpers import (
     assert_same_model,
     model_fingerprint,
 )
-
-from nsfwkit.viz import attributions as at
-from nsfwkit.viz import cam
-from nsfwkit.viz import faithfulness as fa
 
 PATCH = (slice(2, 4), slice(5, 7))  # the only pixels the patch model looks at: 4 of 64
 PATCH_W = 0.01  # weight of each patch value in class 0's logit

@@ -14,11 +14,18 @@ import urllib.parse
 import numpy as np
 import pytest
 
+from nsfwkit import cli, convert, serve, webview
+
 from convert_helpers import (
-    ARTIFACTS, CHROMIUM, build_tiny_model, require_chromium, require_converter, require_node, tiny_spec,
+    ARTIFACTS,
+    CHROMIUM,
+    build_tiny_model,
+    require_chromium,
+    require_converter,
+    require_node,
+    tiny_spec,
     write_gallery_manifests,
 )
-from nsfwkit import cli, convert, serve, webview
 
 browser = [pytest.mark.browser, pytest.mark.slow]
 

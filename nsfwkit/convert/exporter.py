@@ -60,7 +60,6 @@ def export(
         an :class:`ExportResult`; the same summary is in ``out_dir/export.json``.
     """
     from ..progress import progress_bar
-
     from ..zoo import check_classifier
 
     check_classifier(model, spec)

@@ -322,7 +322,8 @@ class _Rebuilder:
                 inner, tapped = self.rebuild(layer)
                 outputs = list(inner.outputs)
                 wrapper = keras.Model(
-                    inner.inputs[0] if len(inner.inputs) == 1 else inner.inputs, outputs + [self.taps[i] for i in tapped], name=f"{layer.name}_tapped"
+                    inner.inputs[0] if len(inner.inputs) == 1 else inner.inputs,
+                    outputs + [self.taps[i] for i in tapped], name=f"{layer.name}_tapped",
                 )
                 self.wrappers[id(wrapper)] = (len(outputs), tapped)
                 self.clones[key] = wrapper

@@ -1,10 +1,10 @@
 """Writing the visualisation folders ``filters/`` and ``activation/`` with their JSON manifests.
 
 A folder is staged in a hidden sibling (``.filters.tmp-...``, :func:`nsfwkit.fileio.replace_dir`)
-and swapped into place only when complete, so a reader never sees a half-written folder and a re-run replaces the previous run's
-outputs cleanly (no stale PNGs from a run with more layers). A folder is only replaced if it is
-empty or was written by nsfwkit (its ``manifest.json`` has an ``nsfwkit.`` schema); anything
-else raises instead of deleting user files.
+and swapped into place only when complete, so a reader never sees a half-written folder and a
+re-run replaces the previous run's outputs cleanly (no stale PNGs from a run with more layers).
+A folder is only replaced if it is empty or was written by nsfwkit (its ``manifest.json`` has
+an ``nsfwkit.`` schema); anything else raises instead of deleting user files.
 
 Manifest schema (version 1; also in ``nsfwkit/viz/MANIFESTS.md``). All file names are relative
 to the manifest's folder; numbers are plain JSON floats; ``created`` is ISO-8601 UTC.
@@ -262,7 +262,7 @@ def write_activation(
                 stem = safe_name(layer)
                 written: dict[int, dict] = {}
 
-                def entry(c: int) -> dict:
+                def entry(c: int, written=written, stem=stem, maps=maps) -> dict:
                     if c not in written:
                         file = f"{stem}_{c}.png"
                         (stage / file).write_bytes(png_bytes(channel_image(maps[..., c])))

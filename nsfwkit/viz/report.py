@@ -105,13 +105,12 @@ def visualize(
     """
     from .. import images as imaging
     from .. import paths, samples
+    from ..zoo import check_classifier
     from . import activations as act_mod
     from . import cam as cam_mod
     from . import filters as filt_mod
     from .layers import last_conv_layer, layer_path
     from .outputs import write_activation, write_filters
-
-    from ..zoo import check_classifier
 
     check_classifier(model, spec)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
