@@ -28,6 +28,8 @@ import numpy as np
 
 from nsfwkit.spec import ModelSpec
 
+from ._converter import _quiet_tf as quiet_tf  # one home: shared with the TF.js exporter
+
 __all__ = [
     "PLAN_MARGIN",
     "RuntimeMissingError",
@@ -359,20 +361,6 @@ def plan_mix(units: dict[str, int], *, build: Callable[[set[str]], bytes],
         info.update({"bytes_saved": int(sum(units[n] for n in order[:lo])),
                      "bytes_saved_all": int(sum(units.values()))})
     return best, info
-
-
-@contextlib.contextmanager
-def quiet_tf() -> Iterator[None]:
-    """Silence the ``tensorflow`` Python logger's INFO/WARNING chatter for the block."""
-    import logging
-
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
