@@ -40,6 +40,7 @@ __all__ = [
     "with_intervals",
     "fit_temperature",
     "temperature_scale",
+    "fit_linear_probe",
     "linear_probe",
     "binary_confusion",
     "calibration",
@@ -509,35 +510,59 @@ def evaluate_model(model, spec: ModelSpec, paths: Sequence[str], labels: np.ndar
     return report, pred.probs, pred.scores, pred.ok
 
 
-def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
-                 features: Sequence[np.ndarray], *, num_classes: int) -> list[np.ndarray]:
-    """A linear probe: logistic regression on standardised frozen features.
+def fit_linear_probe(features: np.ndarray, labels: np.ndarray, *, num_classes: int,
+                     sample_weight: np.ndarray | None = None,
+                     c: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A linear probe: multinomial logistic regression on standardised frozen features.
 
-    ``sklearn`` ``StandardScaler`` + ``LogisticRegression`` (L2, ``C=1``, lbfgs, up to 5000
-    iterations): the obvious baseline a fine-tune must beat on the same backbone.
+    ``sklearn`` ``LogisticRegression`` (L2, ``C=c``, lbfgs, up to 5000 iterations) on features
+    standardised to zero mean and unit variance, returned as one softmax layer on the **raw**
+    features (the standardisation folded in), so it can initialise a ``Dense`` head.
 
     Args:
-        train_features: ``(N, D)`` features of the training images; ``train_labels``: ``(N,)``.
-        features: feature arrays ``(M_i, D)`` to predict.
-        num_classes: columns of the output (classes absent from training get probability 0).
+        features: ``(N, D)`` features; ``labels``: ``int (N,)`` class indices (two or more
+            distinct classes).
+        num_classes: columns of the layer; a class absent from ``labels`` gets a zero kernel
+            column and a bias 10 below the others' (a probability near 0).
+        sample_weight: ``(N,)`` per-example loss weights (e.g. balanced class weights).
+        c: inverse L2 regularisation strength.
 
     Returns:
-        ``float32 (M_i, num_classes)`` probabilities for each array of ``features``.
+        ``(kernel float32 (D, num_classes), bias float32 (num_classes,))``: the probe's
+        probabilities are ``softmax(features @ kernel + bias)``.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
-    clf.fit(np.asarray(train_features, np.float64), np.asarray(train_labels, np.int64))
-    cols = clf.classes_.astype(np.int64)
-    out = []
-    for f in features:
-        probs = np.zeros((len(f), num_classes), np.float32)
-        if len(f):
-            probs[:, cols] = clf.predict_proba(np.asarray(f, np.float64))
-        out.append(probs)
-    return out
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, np.int64)
+    mu = x.mean(0)
+    sd = x.std(0)
+    sd[sd == 0] = 1.0
+    clf = LogisticRegression(C=c, max_iter=5000)
+    clf.fit((x - mu) / sd, y, sample_weight=sample_weight)
+    coef, icpt = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # one logit z: softmax([-z/2, z/2]) == sigmoid(z)
+        coef, icpt = np.concatenate([-coef, coef]) / 2, np.concatenate([-icpt, icpt]) / 2
+    coef = coef / sd
+    kernel = np.zeros((x.shape[1], num_classes))
+    bias = np.full(num_classes, float(np.min(icpt - coef @ mu)) - 10.0)
+    kernel[:, clf.classes_] = coef.T
+    bias[clf.classes_] = icpt - coef @ mu
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
+                 features: Sequence[np.ndarray], *, num_classes: int) -> list[np.ndarray]:
+    """Probabilities of a :func:`fit_linear_probe` fitted on ``train_features``.
+
+    The obvious baseline a fine-tune must beat on the same backbone's frozen features.
+
+    Returns:
+        ``float32 (M_i, num_classes)`` probabilities for each ``(M_i, D)`` array of ``features``.
+    """
+    kernel, bias = fit_linear_probe(train_features, train_labels, num_classes=num_classes)
+    return [_softmax(np.asarray(f, np.float64) @ kernel + bias).astype(np.float32)
+            if len(f) else np.zeros((0, num_classes), np.float32) for f in features]
 
 
 # ------------------------------------------------------------------------------------------

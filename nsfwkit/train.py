@@ -91,6 +91,9 @@ class TrainConfig:
         augment_head: augment in the head phase too. Off (default), the frozen backbone's
             features of the training images are computed once and the head is fitted on them
             (an epoch costs a few milliseconds); on, they are recomputed every epoch.
+        probe_init: start the head from a logistic-regression fit on the frozen backbone's
+            features of the training images (:func:`nsfwkit.evaluate.fit_linear_probe`, with the
+            class weights): the head phase then starts where a linear probe ends.
         calibrate: fit a temperature on the val split at the end (NLL; folded into the saved
             model's last layer, so every runtime sees the calibrated probabilities).
         seed: seeds the head initialisation, data order and augmentation.
@@ -111,16 +114,17 @@ class TrainConfig:
     weights: str | None = "imagenet"
     image_size: int | None = None
     batch_size: int = 32
-    epochs_head: int = 3
+    epochs_head: int = 5
     epochs_finetune: int = 2
     lr_head: float = 1e-3
     lr_finetune: float = 1e-5
     unfreeze: int = 20
-    dropout: float = 0.2
+    dropout: float = 0.0
     label_smoothing: float = 0.1
     class_weighting: bool = True
     augment: bool = True
     augment_head: bool = False
+    probe_init: bool = True
     calibrate: bool = True
     seed: int = 0
     patience: int = 3
@@ -871,21 +875,27 @@ class _Loop:
                 # a resumed run loads its checkpoint into the first phase it trains; the saved
                 # optimizer state belongs to that phase only if the checkpoint was taken in it
                 restore = resumed and current is None
-                self._start_phase(phase, restore=restore, restore_optimizer=state.phase == phase)
+                self._start_phase(phase, restore=restore, restore_optimizer=state.phase == phase,
+                                  fresh=not resumed and current is None)
                 current = phase
             state.phase = phase
             self._train_epoch(state)
             self._end_epoch(state, start_time)
 
-    def _start_phase(self, phase: str, *, restore: bool, restore_optimizer: bool) -> None:
+    def _start_phase(self, phase: str, *, restore: bool, restore_optimizer: bool, fresh: bool) -> None:
         """Set the phase's trainable layers and a fresh optimizer (after a resume: load the
-        checkpoint into them), and compile the phase's training step."""
+        checkpoint into them; at the start of a new run: the head from the linear probe), and
+        compile the phase's training step."""
         with self.devices.strategy.scope():
             n_trainable = set_trainable(self.model, self.base_layers, phase, unfreeze=self.config.unfreeze)
             self.optimizer = _make_optimizer(self.model, self._lr(phase), self.devices.policy)
         if restore:
             _restore_checkpoint(self.run_dir / "checkpoints", self.model,
                                 self.optimizer if restore_optimizer else None)
+        elif fresh and self.config.probe_init:
+            self._init_head_from_probe()
+        if not self._uses_features(phase):
+            self.cached.clear()  # the backbone may change from here on
         forward = self._train_on_features if self._uses_features(phase) else self._train_on_images
         self.steps = _Steps(self.model, forward, self.optimizer, self.loss_fn,
                             strategy=self.devices.strategy, jit=self.devices.jit)
@@ -941,6 +951,18 @@ class _Loop:
         return _data.make_dataset(splits.train_paths, splits.train_labels, image_size=self.image_size,
                                   sample_weights=splits.sample_weights, options=options,
                                   decoded=self.decoded_train)
+
+    def _init_head_from_probe(self) -> None:
+        """Set the head's dense layer to a class-weighted logistic regression on the frozen
+        features of the training images (computed once, then reused by the head phase)."""
+        from . import evaluate
+
+        feats = self._cached_features("train")
+        ok = feats.ok
+        kernel, bias = evaluate.fit_linear_probe(
+            feats.values[ok], self.splits.train_labels[ok], num_classes=self.splits.num_classes,
+            sample_weight=self.splits.sample_weights[ok])
+        self.model.get_layer(HEAD_LAYERS[1]).set_weights([kernel, bias])
 
     def _cached_features(self, split: str) -> _Features:
         """The frozen backbone's features of a split, computed on first use (head phase only)."""
