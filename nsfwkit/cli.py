@@ -1,7 +1,8 @@
 """The ``nsfwkit`` command line.
 
 Exit status: 0 when everything succeeded, 1 when some inputs failed (each reported), 2 on usage
-errors (bad flags, unknown model, no image files in the given paths).
+errors (bad flags, unknown model, no image files in the given paths); per command in
+:data:`EXIT_CODES` (shown by ``nsfwkit --help``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,25 @@ __all__ = ["main", "build_parser"]
 
 #: Modules that add their own subcommands through ``register(subparsers)``.
 _EXTENSIONS = ("nsfwkit.cli_data", "nsfwkit.cli_convert", "nsfwkit.cli_viz")
+
+
+#: What each command's exit status means (``nsfwkit --help`` prints it).
+EXIT_CODES = """\
+exit status (every command: 2 = usage error, e.g. bad flags or a missing input; 130 = interrupted):
+  classify    0 every file classified; 1 some files failed (each reported); 2 also: no image files
+  prepare     0 manifest written (quarantined files are reported in quarantine.csv, not failures)
+  download    0 every URL fetched or already there; 1 some URLs failed (see the report)
+  train       0 model written; 2 also: unusable manifest or a run folder with another config
+  evaluate    0 report written (a target the val split cannot support is stated, not an error);
+              2 also: an empty val/test split, or a val split without NSFW or safe images
+  demo-data   0 written; 2 also: the folder holds files the kit did not write
+  run         0 every stage ran; 1 a stage (notebook cell) failed
+  export      0 exported; 1 the conversion failed or the converter is missing
+  serve       0 stopped; 1 cannot listen on the port
+  build-web   0 built; 1 a file could not be written
+  visualize   0 written; 1 the image could not be used
+  models      0 built / listed
+"""
 
 
 class UsageError(Exception):
@@ -112,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
-        prog="nsfwkit", description="NSFW image classification research kit (Keras 3 / TensorFlow).")
+        prog="nsfwkit", description="NSFW image classification research kit (Keras 3 / TensorFlow).",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nsfwkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

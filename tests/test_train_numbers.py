@@ -13,10 +13,11 @@ from nsfwkit.spec import ModelSpec, spec_path_for
 
 @pytest.fixture(scope="module")
 def two_class(tmp_path_factory):
-    """A prepared two-class set of 32x32 textures and a tiny backbone with a Dropout(0.5) before
+    """A prepared two-class set of 32x32 textures (line art vs dots: a linear probe on the tiny
+    backbone separates them, the old head-phase defaults did not) and a tiny backbone with a Dropout(0.5) before
     its penultimate features (as nsfwjs's models have)."""
     base = tmp_path_factory.mktemp("numbers")
-    root = tiny_dataset(base / "ds", classes=("neutral", "porn"), per_class=30, size=32)
+    root = tiny_dataset(base / "ds", classes=("drawings", "sexy"), per_class=40, size=32)
     data.prepare(root, progress=False).write(base / "01")
     return base / "01" / "manifest.csv", tiny_backbone(base / "bb", image_size=32, dropout=0.5)
 
@@ -54,7 +55,7 @@ def test_backbone_dropout_never_fires_in_either_phase(two_class, tmp_path):
     # (images), it would not be
     cfg = _config(backbone, epochs_head=1, epochs_finetune=1, lr_head=0.0, lr_finetune=0.0, unfreeze=10,
                   label_smoothing=0.0, class_weighting=False, augment=False, calibrate=False, patience=0)
-    model, _, _ = train.build_classifier(train.TrainConfig(**cfg), ("neutral", "porn"))
+    model, _, _ = train.build_classifier(train.TrainConfig(**cfg), ("drawings", "sexy"))
     x, y = _images(manifest, "train")
     features, head = train.classifier_parts(model)
     f = features(x, training=False)
@@ -78,7 +79,7 @@ def test_keras_backbone_keeps_its_preprocessing_bit_identical(two_class, tmp_pat
     manifest, _ = two_class
     cfg = _config("keras:VGG16", weights=None, image_size=32, epochs_head=1, epochs_finetune=1,
                   unfreeze=1000, lr_finetune=1e-3, steps_per_epoch=1, batch_size=4)
-    model, _, base_layers = train.build_classifier(train.TrainConfig(**cfg), ("neutral", "porn"))
+    model, _, base_layers = train.build_classifier(train.TrainConfig(**cfg), ("drawings", "sexy"))
     pre = model.get_layer("preprocess_caffe")
     reference = [w.copy() for w in zoo.preprocessing_layers("caffe")[0].get_weights()]
     assert id(pre) not in {id(l) for l in base_layers}  # built non-trainable: never unfrozen
@@ -88,7 +89,7 @@ def test_keras_backbone_keeps_its_preprocessing_bit_identical(two_class, tmp_pat
     assert any(id(w) in trainable for w in model.get_layer("vgg16").get_layer("block1_conv1").weights)
     result = train.train(manifest, tmp_path / "out", cfg, verbose=False)
     # the weights at the end of fine-tuning (the last checkpoint) and the saved (best) model
-    last = train.build_classifier(train.TrainConfig(**cfg), ("neutral", "porn"))[0]
+    last = train.build_classifier(train.TrainConfig(**cfg), ("drawings", "sexy"))[0]
     latest = sorted(p for p in (result.run_dir / "checkpoints").iterdir() if p.is_dir())[-1]
     last.load_weights(latest / "model.weights.h5")
     for trained in (last, keras.saving.load_model(result.model_path)):
@@ -131,7 +132,7 @@ def test_temperature_is_fitted_on_val_and_folded_into_the_last_layer(two_class, 
     assert cal["nll_after"] <= cal["nll_before"]
     assert cal["temperature"] != pytest.approx(1.0, abs=0.05)  # the fit did move it
     # the saved last layer is the best weights' divided by T, fitted on their val logits
-    best, _, _ = train.build_classifier(train.TrainConfig(**_config(backbone)), ("neutral", "porn"))
+    best, _, _ = train.build_classifier(train.TrainConfig(**_config(backbone)), ("drawings", "sexy"))
     best.load_weights(result.run_dir / "best.weights.h5")
     kernel, bias = best.get_layer("predictions").get_weights()
     x_val, y_val = _images(manifest, "val")
