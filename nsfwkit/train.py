@@ -15,14 +15,24 @@ Backbones (``TrainConfig.backbone``):
 Training (:func:`train`):
 
 1. **head** phase: the backbone is frozen and only the new head (dropout + dense softmax)
-   learns, at ``lr_head``;
+   learns, at ``lr_head``. The frozen backbone's features of the training (and val) images are
+   computed once and the head is fitted on them (``augment_head=True``: recomputed on the
+   augmented images of every epoch); it starts from a class-weighted logistic regression on
+   those features (``probe_init``), so the head phase begins where a linear probe ends;
 2. **finetune** phase: the top ``unfreeze`` weight layers of the backbone are unfrozen and
-   train at the lower ``lr_finetune``; **batch-norm layers stay frozen, i.e. in inference
-   mode** (their statistics are not disturbed by small batches).
+   train at the lower ``lr_finetune``, on augmented images.
+
+In both phases the backbone -- frozen or unfrozen -- **computes in inference mode**
+(``training=False``: its own dropout, stochastic depth and batch norm as at inference; batch-norm
+statistics are never disturbed by small batches); only the new head's dropout is active. Layers
+the backbone was built frozen with (e.g. the fixed colour transform of VGG/ResNet
+preprocessing) are never unfrozen.
 
 Balanced class weights, label smoothing and a seed (same seed, same data order, augmentation
 and initial head) are configurable; augmentation happens in ``tf.data`` only, never inside the
-model. Early stopping watches the validation loss per phase and the best weights are kept.
+model. Early stopping watches the validation loss per phase and the best weights are kept. At
+the end a **temperature** is fitted on the val split (``calibrate``) and folded into the last
+layer, so every runtime sees calibrated probabilities (``extra.calibration`` in the spec).
 
 Fault tolerance: a checkpoint (weights, optimizer state, counters, history) is written every
 ``checkpoint_every`` steps and at each epoch end, each one into a temporary folder that is
