@@ -76,7 +76,8 @@ def _encode(img: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
 
 def make_messy_dataset(root: Path, *, per_class: int, size: int = 128, seed: int = 0) -> dict[str, int]:
     """Write the two-class set into ``root`` (``sfw/``, ``nsfw/``); returns what was planted."""
-    from skimage import color, data as skdata
+    from skimage import color
+    from skimage import data as skdata
 
     from nsfwkit import demo_data
 

@@ -750,8 +750,8 @@ def _threshold_lines(op_val: dict, op_test: dict) -> list[str]:
     lines = ["", "### Operating threshold", f"- Rule: {rule}.",
              f"- {val_counts}; bound {_fmt(op_val.get('bound'))} (target `{op_val.get('target')}`)."]
     if not op_val.get("met"):
-        lines.append(f"- **The target is not supported by the validation split: {op_val.get('reason', '')}. "
-                     "No threshold was written; the numbers below are for the closest threshold only.**")
+        lines.append(f"- **Not supported by the validation split: {op_val.get('reason', '')}. No threshold "
+                     "was written; the test numbers below are for the closest threshold only.**")
     level = op_test.get("ci_confidence", 0.95)
     lines.append(f"- On test at {_fmt(op_test.get('threshold'), 4)}: NSFW recall {_fmt_ci(op_test, 'recall')}, "
                  f"false-positive rate {_fmt_ci(op_test, 'fpr')} (two-sided {level:.0%} Clopper-Pearson intervals).")
@@ -830,7 +830,7 @@ def model_card(report: dict[str, Any], spec: ModelSpec, *, baseline: dict | None
                       "the train split's frozen backbone features, its threshold chosen on val like "
                       "this model's."]
     if op:
-        lines += ["", f"At the threshold: {op.get('tp')} NSFW caught, {op.get('fn')} missed, "
+        lines += ["", f"On test at the threshold: {op.get('tp')} NSFW caught, {op.get('fn')} missed, "
                       f"{op.get('fp')} safe images flagged, {op.get('tn')} passed."]
     lines += _threshold_lines(bn.get("val_operating_point") or {}, op)
     lines += _calibration_lines(calibration)
@@ -979,8 +979,8 @@ def _threshold_decision(report: dict, spec: ModelSpec, spec_path: Path,
     if threshold is None:
         status = "no NSFW threshold chosen (no binary view)"
     elif not met:
-        status = (f"**no threshold written: the target is not supported by the validation split "
-                  f"({val_op.get('reason', 'not met')})**; the spec keeps {spec.threshold:g}")
+        status = (f"**no threshold written: not supported by the validation split** "
+                  f"({val_op.get('reason', 'not met')}); the spec keeps {spec.threshold:g}")
     elif write_spec:
         status = f"written into `{spec_path.name}`"
     else:

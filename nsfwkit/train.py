@@ -212,7 +212,8 @@ def feature_extractor(config: TrainConfig):
     import keras
 
     base, features, spec, _ = _load_backbone(config)
-    return keras.Model(base.inputs, features, name=f"{spec.name}_features".replace(":", "_")), spec
+    inputs = base.inputs[0] if len(base.inputs) == 1 else base.inputs
+    return keras.Model(inputs, features, name=f"{spec.name}_features".replace(":", "_")), spec
 
 
 def build_classifier(config: TrainConfig, class_names: Sequence[str]):
@@ -252,7 +253,8 @@ def classifier_parts(model):
     import keras
 
     dropout, dense = model.get_layer(HEAD_LAYERS[0]), model.get_layer(HEAD_LAYERS[1])
-    features = keras.Model(model.inputs, dropout.input, name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    features = keras.Model(inputs, dropout.input, name=f"{model.name}_features")
 
     def head(f, training: bool = False):
         return dense(dropout(f, training=training))
