@@ -1057,14 +1057,19 @@ def evaluate_run(
         if write_spec:
             spec.save(spec_path)
     base = evaluate_pair(*zoo.load(baseline)) if baseline else None
-    probe_preds = _probe_predictions(spec, splits, batch_size=batch_size) if probe else None
+    probe_preds, probe_note = None, ""
+    if probe:
+        try:
+            probe_preds = _probe_predictions(spec, splits, batch_size=batch_size)
+        except (zoo.ModelNotFoundError, OSError, ValueError) as exc:  # e.g. imagenet weights offline
+            probe_note = f"The linear probe was skipped: its backbone could not be loaded ({exc})."
     probe_report = _val_then_test(*probe_preds, splits, **options) if probe_preds else None
     summary_path = Path(manifest).parent / "summary.json"
     dataset = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     full = {"model": str(model_path), "target": target, "confidence": confidence, "split": "test",
             "test": report, "baseline": base[2] if base else None, "linear_probe": probe_report,
             "calibration": cal, "threshold": threshold, "threshold_met": met,
-            "spec_updated": write_spec}
+            "spec_updated": write_spec, **({"linear_probe_skipped": probe_note} if probe_note else {})}
     figures = _figures(test, splits, spec, threshold=threshold, target=target, report=report,
                        redact_images=redact_images)
     if base is not None:
@@ -1082,7 +1087,8 @@ def evaluate_run(
     files["report"] = write_text(out_dir / "report.json", json.dumps(_nan_to_none(full), indent=2) + "\n")
     if write_card:
         card = model_card(report, spec, baseline=base[2] if base else None, probe=probe_report,
-                          dataset=dataset, notes=notes, threshold_status=status,
+                          dataset=dataset, notes="\n\n".join(n for n in (probe_note, notes) if n),
+                          threshold_status=status,
                           calibration=_nan_to_none(cal))
         files["model_card"] = write_text(out_dir / "model_card.md", card)
     return EvaluationRun(report=full, files=files, figures=figures, spec=spec,

@@ -145,6 +145,14 @@ def test_evaluate_run_writes_report_card_plots_and_threshold(tmp_path):
     strict_card = (tmp_path / "strict" / "model_card.md").read_text()
     assert "too few safe images to support the target" in strict_card
     assert "at least 299 are needed" in strict_card and "No threshold was written" in strict_card
+    # a probe whose backbone cannot be loaded (e.g. imagenet weights offline) is skipped, said so
+    spec_file = spec_path_for(result.model_path)
+    moved = ModelSpec.load(spec_file)
+    cfg = dict(moved.extra["train_config"], backbone=str(tmp_path / "gone.keras"))
+    moved.replace(extra=dict(moved.extra, train_config=cfg)).save(spec_file)
+    skipped = evaluate.evaluate_run(result.model_path, manifest, tmp_path / "skipped", baseline=None)
+    assert skipped.report["linear_probe"] is None and "gone.keras" in skipped.report["linear_probe_skipped"]
+    assert "The linear probe was skipped" in (tmp_path / "skipped" / "model_card.md").read_text()
 
 
 @pytest.fixture(scope="module")
