@@ -39,7 +39,9 @@ def prepare(
         fractions: target train/val/test shares.
         seed: split seed (the split is deterministic for a given seed and content).
         near_duplicates: perceptual-hash Hamming distance still counted as the same image;
-            ``-1`` turns near-duplicate detection off.
+            ``-1`` turns near-duplicate detection off. Groups are connected components (a chain
+            of near copies is one group, kept in one split); a group larger than 5% of the files
+            (and 10 files) is reported in ``warnings`` with advice to lower this distance.
         conflicts: ``"exclude"`` (default) keeps label-conflict groups out of every split
             (split ``excluded``); ``"keep"`` keeps them, all in one split.
         workers: decoding threads.
