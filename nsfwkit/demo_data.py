@@ -28,7 +28,7 @@ import numpy as np
 
 from .fileio import write_bytes
 
-__all__ = ["DEMO_CLASSES", "BINARY_CLASSES", "make_demo_dataset", "demo_image", "FAULTS"]
+__all__ = ["DEMO_CLASSES", "BINARY_CLASSES", "make_demo_dataset", "demo_image", "near_copy_chain", "FAULTS"]
 
 #: The five class folders of the public NSFW scrapers (names only; the content is abstract).
 DEMO_CLASSES: tuple[str, ...] = ("drawings", "hentai", "neutral", "porn", "sexy")
@@ -173,6 +173,52 @@ def _near_copy(img: np.ndarray, data: bytes, *, max_bits: int = 3) -> bytes:
             if bits < best_bits:
                 best, best_bits = out, bits
     return best
+
+
+def near_copy_chain(start: np.ndarray, end: np.ndarray, *, max_bits: int = 4,
+                    max_length: int = 64) -> list[np.ndarray]:
+    """A chain of images blended step by step from ``start`` towards ``end``.
+
+    Each image's 64-bit perceptual hash (``imagehash.phash``, as :func:`nsfwkit.data.prepare`
+    computes it on the decoded pixels; save them losslessly, e.g. PNG) is within ``max_bits``
+    of the previous one's, and every step is as long as that allows (a bisection on the blend
+    weight), so images a few steps apart are much further apart than ``max_bits``: the case
+    where grouping near copies around a "leader" splits the chain.
+
+    Args:
+        start, end: ``uint8 (H, W, 3)`` images of the same shape.
+        max_bits: largest hash distance between neighbours in the chain.
+        max_length: at most this many images (the chain may stop before reaching ``end``).
+
+    Returns:
+        ``uint8 (H, W, 3)`` images, ``start`` first.
+    """
+    import imagehash
+    from PIL import Image
+
+    a, b = start.astype(np.float64), end.astype(np.float64)
+
+    def blend(t: float) -> np.ndarray:
+        return np.clip(np.rint((1 - t) * a + t * b), 0, 255).astype(np.uint8)
+
+    def phash(img: np.ndarray):
+        return imagehash.phash(Image.fromarray(img))
+
+    chain, t = [start.astype(np.uint8)], 0.0
+    while len(chain) < max_length and t < 1.0:
+        current = phash(chain[-1])
+        lo, hi = t, 1.0
+        if phash(blend(hi)) - current > max_bits:
+            for _ in range(12):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if phash(blend(mid)) - current <= max_bits else (lo, mid)
+        else:
+            lo = hi
+        if lo <= t:  # no blend weight keeps the hash close enough: stop here
+            break
+        chain.append(blend(lo))
+        t = lo
+    return chain
 
 
 def _write(path: Path, data: bytes) -> None:

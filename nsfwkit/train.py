@@ -15,14 +15,24 @@ Backbones (``TrainConfig.backbone``):
 Training (:func:`train`):
 
 1. **head** phase: the backbone is frozen and only the new head (dropout + dense softmax)
-   learns, at ``lr_head``;
+   learns, at ``lr_head``. The frozen backbone's features of the training (and val) images are
+   computed once and the head is fitted on them (``augment_head=True``: recomputed on the
+   augmented images of every epoch); it starts from a class-weighted logistic regression on
+   those features (``probe_init``), so the head phase begins where a linear probe ends;
 2. **finetune** phase: the top ``unfreeze`` weight layers of the backbone are unfrozen and
-   train at the lower ``lr_finetune``; **batch-norm layers stay frozen, i.e. in inference
-   mode** (their statistics are not disturbed by small batches).
+   train at the lower ``lr_finetune``, on augmented images.
+
+In both phases the backbone -- frozen or unfrozen -- **computes in inference mode**
+(``training=False``: its own dropout, stochastic depth and batch norm as at inference; batch-norm
+statistics are never disturbed by small batches); only the new head's dropout is active. Layers
+the backbone was built frozen with (e.g. the fixed colour transform of VGG/ResNet
+preprocessing) are never unfrozen.
 
 Balanced class weights, label smoothing and a seed (same seed, same data order, augmentation
 and initial head) are configurable; augmentation happens in ``tf.data`` only, never inside the
-model. Early stopping watches the validation loss per phase and the best weights are kept.
+model. Early stopping watches the validation loss per phase and the best weights are kept. At
+the end a **temperature** is fitted on the val split (``calibrate``) and folded into the last
+layer, so every runtime sees calibrated probabilities (``extra.calibration`` in the spec).
 
 Fault tolerance: a checkpoint (weights, optimizer state, counters, history) is written every
 ``checkpoint_every`` steps and at each epoch end, each one into a temporary folder that is
@@ -72,8 +82,9 @@ from .kerasutil import to_dtype_policy
 from .spec import ModelSpec, spec_path_for
 from .zoo import DEFAULT_MODEL
 
-__all__ = ["TrainConfig", "TrainResult", "TrainState", "build_classifier", "set_trainable", "train",
-           "read_state", "to_dtype_policy", "map_layers", "plot_history"]
+__all__ = ["TrainConfig", "TrainResult", "TrainState", "build_classifier", "classifier_parts",
+           "feature_extractor", "set_trainable", "train", "read_state", "to_dtype_policy", "map_layers",
+           "plot_history"]
 
 
 @dataclasses.dataclass
@@ -93,7 +104,16 @@ class TrainConfig:
         dropout: dropout before the new dense layer.
         label_smoothing: applied to the training targets.
         class_weighting: weight the loss by balanced class weights.
-        augment: random flip / crop-zoom / brightness / contrast in ``tf.data``.
+        augment: random flip / crop-zoom / brightness / contrast in ``tf.data`` (fine-tuning
+            phase; the head phase too with ``augment_head``).
+        augment_head: augment in the head phase too. Off (default), the frozen backbone's
+            features of the training images are computed once and the head is fitted on them
+            (an epoch costs a few milliseconds); on, they are recomputed every epoch.
+        probe_init: start the head from a logistic-regression fit on the frozen backbone's
+            features of the training images (:func:`nsfwkit.evaluate.fit_linear_probe`, with the
+            class weights): the head phase then starts where a linear probe ends.
+        calibrate: fit a temperature on the val split at the end (NLL; folded into the saved
+            model's last layer, so every runtime sees the calibrated probabilities).
         seed: seeds the head initialisation, data order and augmentation.
         patience: early stopping on validation loss (epochs without improvement; 0 = off).
         min_delta: smallest validation-loss decrease that counts as an improvement.
@@ -112,15 +132,18 @@ class TrainConfig:
     weights: str | None = "imagenet"
     image_size: int | None = None
     batch_size: int = 32
-    epochs_head: int = 3
+    epochs_head: int = 5
     epochs_finetune: int = 2
     lr_head: float = 1e-3
     lr_finetune: float = 1e-5
     unfreeze: int = 20
-    dropout: float = 0.2
+    dropout: float = 0.0
     label_smoothing: float = 0.1
     class_weighting: bool = True
     augment: bool = True
+    augment_head: bool = False
+    probe_init: bool = True
+    calibrate: bool = True
     seed: int = 0
     patience: int = 3
     min_delta: float = 1e-4
@@ -182,64 +205,122 @@ def _load_backbone(config: TrainConfig):
     return model, features, spec, None
 
 
+#: The layers of the new head (everything else is the backbone).
+HEAD_LAYERS = ("head_dropout", "predictions")
+
+
+def feature_extractor(config: TrainConfig):
+    """The configured backbone up to its penultimate features, as loaded (not trained).
+
+    Returns:
+        ``(model, spec)``: a ``keras.Model`` mapping raw RGB 0-255 ``(N, S, S, 3)`` to
+        ``float32 (N, D)`` features (call it with ``training=False``: inference mode), and the
+        backbone's spec. The features a linear probe or the new head is fitted on.
+    """
+    import keras
+
+    base, features, spec, _ = _load_backbone(config)
+    inputs = base.inputs[0] if len(base.inputs) == 1 else base.inputs
+    return keras.Model(inputs, features, name=f"{spec.name}_features".replace(":", "_")), spec
+
+
 def build_classifier(config: TrainConfig, class_names: Sequence[str]):
     """A new classifier: the backbone up to its penultimate features + a new softmax head.
 
     Returns:
         ``(model, base_spec, base_layers)``: a flat functional ``keras.Model`` (input
         ``image``, raw RGB 0-255, ``(N, S, S, 3)`` -> ``(N, len(class_names))`` probabilities),
-        the backbone's spec, and the backbone's layers in graph order (for unfreezing).
+        the backbone's spec, and the backbone's layers that may be unfrozen, in graph order
+        (layers the backbone was built with as non-trainable, e.g. ``preprocess_caffe``, are
+        left out: they stay frozen).
     """
     import keras
 
     keras.utils.set_random_seed(int(config.seed))
     base, features, base_spec, nested = _load_backbone(config)
+    built_frozen = {id(l) for l in _all_layers(base) if not l.trainable}
     x = keras.layers.Dropout(config.dropout, seed=int(config.seed), name="head_dropout")(features)
     outputs = keras.layers.Dense(len(class_names), activation="softmax", dtype="float32",
                                  name="predictions")(x)
     inputs = base.inputs[0] if len(base.inputs) == 1 else base.inputs
     model = keras.Model(inputs, outputs, name=f"{base_spec.name}_finetuned".replace(":", "_"))
-    head = {"head_dropout", "predictions"}
-    if nested is not None:
-        base_layers = list(nested.layers)
-    else:
-        base_layers = [l for l in model.layers if l.name not in head]
+    candidates = nested.layers if nested is not None else [l for l in model.layers if l.name not in HEAD_LAYERS]
+    base_layers = [l for l in candidates if id(l) not in built_frozen]
     return model, base_spec, base_layers
+
+
+def classifier_parts(model):
+    """``(features, head)`` of a :func:`build_classifier` model (or a copy of one).
+
+    ``features`` is a ``keras.Model`` from the image to the head's input, sharing the model's
+    layers; ``head(features, training)`` applies the head's dropout and dense softmax. Training
+    calls ``head(features(x, training=False), training=True)``: the backbone -- frozen or
+    unfrozen -- always computes in inference mode (its dropout, stochastic depth and batch
+    norm as at inference), only the new head's dropout is active.
+    """
+    import keras
+
+    dropout, dense = model.get_layer(HEAD_LAYERS[0]), model.get_layer(HEAD_LAYERS[1])
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    features = keras.Model(inputs, dropout.input, name=f"{model.name}_features")
+
+    def head(f, training: bool = False):
+        return dense(dropout(f, training=training))
+
+    return features, head
+
+
+def _all_layers(model) -> list:
+    """Every layer of ``model``, nested models' layers included (the nested models too)."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out.extend(_all_layers(layer))
+    return out
 
 
 def set_trainable(model, base_layers, phase: str, *, unfreeze: int) -> int:
     """Freeze the backbone (``head``) or unfreeze its top ``unfreeze`` weight layers (``finetune``).
 
-    Batch-norm layers always stay frozen, so they run in inference mode. Returns the number of
-    trainable weight tensors.
+    Only the head's layers and, in ``finetune``, the top ``unfreeze`` layers with weights of
+    ``base_layers`` train; every other layer is frozen (batch-norm layers always, and layers
+    the backbone was built frozen with, which :func:`build_classifier` leaves out of
+    ``base_layers``). Returns the number of trainable weight tensors.
     """
     import keras
 
-    for layer in model.layers:
-        layer.trainable = True
-    for layer in base_layers:
-        layer.trainable = False
-    nested = [l for l in model.layers if isinstance(l, keras.Model)]
-    for sub in nested:  # a keras.applications backbone is one nested layer
-        sub.trainable = phase == "finetune"
-        for layer in sub.layers:
-            layer.trainable = False
+    allowed = {id(model.get_layer(name)) for name in HEAD_LAYERS}
     if phase == "finetune" and unfreeze > 0:
-        count = 0
-        for layer in reversed(base_layers):
-            if count >= unfreeze:
-                break
-            if not layer.weights or isinstance(layer, keras.layers.BatchNormalization):
-                continue
-            layer.trainable = True
-            count += 1
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-    for sub in nested:
-        if not any(l.trainable for l in sub.layers):
-            sub.trainable = False
+        weighted = [l for l in base_layers
+                    if l.weights and not isinstance(l, (keras.layers.BatchNormalization, keras.Model))]
+        allowed.update(id(l) for l in weighted[-unfreeze:])
+    _apply_trainable(model, allowed)
     return len(model.trainable_weights)
+
+
+def _apply_trainable(model, allowed: set[int]) -> bool:
+    """Make exactly the ``allowed`` layers trainable (nested models: those holding one).
+
+    A nested model's flag is set first (Keras propagates it to its layers), then its layers'.
+    Returns whether ``model`` holds an allowed layer.
+    """
+    import keras
+
+    holds = False
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            inner = any(id(l) in allowed for l in _all_layers(layer))
+            layer.trainable = inner
+            if inner:
+                _apply_trainable(layer, allowed)
+            holds |= inner
+        else:
+            layer.trainable = id(layer) in allowed
+            holds |= layer.trainable
+    return holds
 
 
 def map_layers(model, copy, layers) -> list:
@@ -660,13 +741,15 @@ class _Steps:
     """The compiled training step of one phase (each phase has its own optimizer).
 
     ``train_step(x, y, w) -> (loss, correct, n)``: one optimizer step on a (distributed) batch:
-    its mean loss, correct predictions and images, summed over replicas (and workers).
+    its mean loss, correct predictions and images, summed over replicas (and workers). ``forward(x)`` gives
+    the training-mode probabilities of a batch (of images, or of backbone features).
     """
 
-    def __init__(self, model, optimizer, loss_fn, *, strategy, jit: bool):
+    def __init__(self, model, forward, optimizer, loss_fn, *, strategy, jit: bool):
         import tensorflow as tf
 
-        self.model, self.optimizer, self.loss_fn, self.strategy = model, optimizer, loss_fn, strategy
+        self.model, self.forward, self.optimizer = model, forward, optimizer
+        self.loss_fn, self.strategy = loss_fn, strategy
         self._replica_step = tf.function(self._replica_step_fn, jit_compile=jit)
         self.train_step = tf.function(self._train_step_fn)
 
@@ -681,7 +764,7 @@ class _Steps:
             total = tf.distribute.get_replica_context().all_reduce("SUM", tf.cast(local, tf.float32))
             global_batch = tf.cast(tf.round(total), tf.int32)
         with tf.GradientTape() as tape:
-            probs = self.model(x, training=True)
+            probs = self.forward(x)
             per_example = self.loss_fn(y, probs) * w
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = self.optimizer.scale_loss(loss)
@@ -693,6 +776,15 @@ class _Steps:
     def _train_step_fn(self, x, y, w):
         loss, correct, n = self.strategy.run(self._replica_step, args=(x, y, w))
         return tuple(self.strategy.reduce("SUM", v, axis=None) for v in (loss, correct, n))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Features:
+    """Backbone features of a split's images (``float32 (N, D)``; rows of files that failed to
+    decode are zero and ``ok`` False)."""
+
+    values: np.ndarray
+    ok: np.ndarray
 
 
 class _Loop:
@@ -728,12 +820,32 @@ class _Loop:
                                                             reduction="none")
         self.val_loss_fn = keras.losses.CategoricalCrossentropy(reduction="none")
         self.writer = tf.summary.create_file_writer(str(out_dir / "tensorboard"))
+        self.features, self.head = classifier_parts(self.model)
         self.predict_step = tf.function(self._predict)
+        self.features_step = tf.function(self._features)
+        self.head_step = tf.function(self._head)
+        self.cached: dict[str, _Features] = {}  # frozen backbone features, per split
         self.optimizer = None
         self.steps: _Steps | None = None
 
     def _predict(self, x):
         return self.model(x, training=False)
+
+    def _features(self, x):
+        return self.features(x, training=False)
+
+    def _head(self, f):
+        return self.head(f, training=False)
+
+    def _train_on_images(self, x):
+        return self.head(self.features(x, training=False), training=True)
+
+    def _train_on_features(self, f):
+        return self.head(f, training=True)
+
+    def _uses_features(self, phase: str) -> bool:
+        """Whether ``phase`` fits the head on cached features of the frozen backbone."""
+        return phase == "head" and not self.config.augment_head
 
     def _lr(self, phase: str) -> float:
         return self.config.lr_head if phase == "head" else self.config.lr_finetune
@@ -765,23 +877,30 @@ class _Loop:
                 # a resumed run loads its checkpoint into the first phase it trains; the saved
                 # optimizer state belongs to that phase only if the checkpoint was taken in it
                 restore = resumed and current is None
-                self._start_phase(phase, restore=restore, restore_optimizer=state.phase == phase)
+                self._start_phase(phase, restore=restore, restore_optimizer=state.phase == phase,
+                                  fresh=not resumed and current is None)
                 current = phase
             state.phase = phase
             self._train_epoch(state)
             self._end_epoch(state, start_time)
 
-    def _start_phase(self, phase: str, *, restore: bool, restore_optimizer: bool) -> None:
+    def _start_phase(self, phase: str, *, restore: bool, restore_optimizer: bool, fresh: bool) -> None:
         """Set the phase's trainable layers and a fresh optimizer (after a resume: load the
-        checkpoint into them), and compile the phase's training step."""
+        checkpoint into them; at the start of a new run: the head from the linear probe), and
+        compile the phase's training step."""
         with self.devices.strategy.scope():
             n_trainable = set_trainable(self.model, self.base_layers, phase, unfreeze=self.config.unfreeze)
             self.optimizer = _make_optimizer(self.model, self._lr(phase), self.devices.policy)
         if restore:
             _restore_checkpoint(self.run_dir / "checkpoints", self.model,
                                 self.optimizer if restore_optimizer else None)
-        self.steps = _Steps(self.model, self.optimizer, self.loss_fn, strategy=self.devices.strategy,
-                            jit=self.devices.jit)
+        elif fresh and self.config.probe_init:
+            self._init_head_from_probe()
+        if not self._uses_features(phase):
+            self.cached.clear()  # the backbone may change from here on
+        forward = self._train_on_features if self._uses_features(phase) else self._train_on_images
+        self.steps = _Steps(self.model, forward, self.optimizer, self.loss_fn,
+                            strategy=self.devices.strategy, jit=self.devices.jit)
         if self.verbose:
             print(f"phase {phase}: {n_trainable} trainable weight tensors, "
                   f"lr {self._lr(phase):g}", flush=True)
@@ -790,13 +909,7 @@ class _Loop:
         """The steps of ``state.epoch`` not done yet, with a checkpoint every
         ``checkpoint_every`` global steps (except on an epoch's last step: its end saves one)."""
         config, strategy = self.config, self.devices.strategy
-        options = _data.PipelineOptions(batch_size=config.batch_size, num_classes=self.splits.num_classes,
-                                        training=True, augment=config.augment, seed=config.seed,
-                                        epoch=state.epoch)
-        ds = _data.make_dataset(
-            self.splits.train_paths, self.splits.train_labels, image_size=self.image_size,
-            sample_weights=self.splits.sample_weights, options=options, decoded=self.decoded_train,
-        ).take(self.steps_per_epoch).skip(state.step_in_epoch)
+        ds = self._epoch_batches(state).take(self.steps_per_epoch).skip(state.step_in_epoch)
         replicas = strategy.num_replicas_in_sync
         if replicas > 1:
             ds = strategy.experimental_distribute_dataset(ds)
@@ -816,6 +929,63 @@ class _Loop:
         if bar is not None:
             bar.close()
 
+    def _epoch_batches(self, state: TrainState):
+        """The epoch's ``(x, y, w)`` batches: images (augmented in the fine-tuning phase, or in
+        the head phase with ``augment_head``), or the cached backbone features of the training
+        images in the epoch's order (:func:`nsfwkit.data.epoch_order`)."""
+        import tensorflow as tf
+
+        config, splits = self.config, self.splits
+        if self._uses_features(state.phase):
+            feats = self._cached_features("train")
+            order = _data.epoch_order(len(splits.train_paths), config.seed, state.epoch)
+            order = order[feats.ok[order]]
+            targets = np.eye(splits.num_classes, dtype=np.float32)[splits.train_labels[order]]
+            return tf.data.Dataset.from_tensor_slices(
+                (feats.values[order], targets, splits.sample_weights[order].astype(np.float32))
+            ).batch(config.batch_size)
+        options = _data.PipelineOptions(batch_size=config.batch_size, num_classes=splits.num_classes,
+                                        training=True, augment=config.augment, seed=config.seed,
+                                        epoch=state.epoch)
+        return _data.make_dataset(splits.train_paths, splits.train_labels, image_size=self.image_size,
+                                  sample_weights=splits.sample_weights, options=options,
+                                  decoded=self.decoded_train)
+
+    def _init_head_from_probe(self) -> None:
+        """Set the head's dense layer to a class-weighted logistic regression on the frozen
+        features of the training images (computed once, then reused by the head phase)."""
+        from . import evaluate
+
+        feats = self._cached_features("train")
+        ok = feats.ok
+        kernel, bias = evaluate.fit_linear_probe(
+            feats.values[ok], self.splits.train_labels[ok], num_classes=self.splits.num_classes,
+            sample_weight=self.splits.sample_weights[ok])
+        self.model.get_layer(HEAD_LAYERS[1]).set_weights([kernel, bias])
+
+    def _cached_features(self, split: str) -> _Features:
+        """The frozen backbone's features of a split, computed on first use (head phase only)."""
+        if split not in self.cached:
+            decoded = self.decoded_train if split == "train" else self.decoded_val
+            n = len(self.splits.train_paths if split == "train" else self.splits.val_paths)
+            self.cached[split] = self._compute_features(decoded.dataset, n)
+        return self.cached[split]
+
+    def _compute_features(self, decoded, n: int) -> _Features:
+        """Backbone features (inference mode) of a :func:`nsfwkit.data.decode_dataset`."""
+        import tensorflow as tf
+
+        values, ok = None, np.zeros(n, bool)
+        for idx, x in decoded.batch(self.config.batch_size).prefetch(tf.data.AUTOTUNE):
+            f = np.asarray(self.features_step(x), np.float32)
+            if values is None:
+                values = np.zeros((n, f.shape[-1]), np.float32)
+            values[idx.numpy()] = f
+            ok[idx.numpy()] = True
+        if values is None:
+            values = np.zeros((n, int(self.features.outputs[0].shape[-1])), np.float32)
+        return _Features(values=values, ok=ok)
+
     def _progress_bar(self, state: TrainState):
         if not self.progress:
             return None
@@ -826,7 +996,7 @@ class _Loop:
 
     def _end_epoch(self, state: TrainState, start_time: float) -> None:
         """Validate, log the epoch, keep the best weights, stop early, checkpoint the epoch end."""
-        val_loss, val_acc = self._validate()
+        val_loss, val_acc = self._validate(state.phase)
         epoch, phase = state.epoch, state.phase
         seen = max(state.seen, 1)
         row = {"epoch": epoch, "phase": phase, "steps": state.global_step,
@@ -852,19 +1022,29 @@ class _Loop:
                   f"val_loss {val_loss:.4f} val_acc {val_acc:.3f} "
                   f"({state.global_step} steps, {time.time() - start_time:.0f} s)", flush=True)
 
-    def _validate(self) -> tuple[float, float]:
-        """Mean loss and accuracy on the val split (NaN when there is none)."""
+    def _validate(self, phase: str) -> tuple[float, float]:
+        """Mean loss and accuracy on the val split (NaN when there is none); in the head phase
+        on the cached features of the frozen backbone (the same numbers, without the backbone)."""
         import tensorflow as tf
 
         if not self.splits.val_paths:
             return float("nan"), float("nan")
-        options = _data.PipelineOptions(batch_size=self.config.batch_size,
-                                        num_classes=self.splits.num_classes)
-        ds = _data.make_dataset(self.splits.val_paths, self.splits.val_labels,
-                                image_size=self.image_size, options=options, decoded=self.decoded_val)
+        if self._uses_features(phase):
+            feats = self._cached_features("val")
+            rows = np.flatnonzero(feats.ok)
+            targets = np.eye(self.splits.num_classes, dtype=np.float32)[self.splits.val_labels[rows]]
+            ds = tf.data.Dataset.from_tensor_slices((feats.values[rows], targets)).batch(
+                self.config.batch_size)
+            predict = self.head_step
+        else:
+            options = _data.PipelineOptions(batch_size=self.config.batch_size,
+                                            num_classes=self.splits.num_classes)
+            ds = _data.make_dataset(self.splits.val_paths, self.splits.val_labels,
+                                    image_size=self.image_size, options=options, decoded=self.decoded_val)
+            predict = self.predict_step
         total, correct, n = 0.0, 0.0, 0
         for x, y in ds:
-            probs = self.predict_step(x)
+            probs = predict(x)
             total += float(tf.reduce_sum(self.val_loss_fn(y, probs)))
             correct += float(tf.reduce_sum(tf.cast(tf.argmax(probs, -1) == tf.argmax(y, -1), tf.float32)))
             n += int(x.shape[0])
@@ -887,6 +1067,7 @@ class _Loop:
         if self.best_path.is_file():
             self.model.load_weights(self.best_path)
         final = to_dtype_policy(self.model, "float32") if self.devices.policy else self.model
+        calibration = self._calibrate(final) if self.config.calibrate else None
         with atomic_path(model_path) as tmp:
             final.save(tmp)
         class_names, config, base_spec = self.splits.class_names, self.config, self.base_spec
@@ -902,11 +1083,32 @@ class _Loop:
             source=f"nsfwkit.train from {config.backbone} on {Path(manifest)}",
             extra={"train_config": config.to_dict(), "steps": state.global_step,
                    "epochs": len(state.history), "keras_version": keras.__version__,
-                   "base_source": base_spec.source},
+                   "base_source": base_spec.source, "calibration": calibration},
         )
         spec.save(spec_path_for(model_path))
         _write_log(self.out_dir / "log.csv", state.history)
         return self._result(model_path, spec, state, resumed_from)
+
+    def _calibrate(self, final) -> dict[str, Any]:
+        """Fit a temperature on the val split and fold it into ``final``'s last layer.
+
+        ``softmax((W x + b) / T) == softmax((W / T) x + b / T)``: the saved model keeps its
+        layers (and its pre-softmax scores for CAMs), and the CLI, TensorFlow.js and every other
+        runtime see the calibrated probabilities. Returns what goes into the spec's
+        ``extra.calibration`` (temperature, val NLL and ECE before/after).
+        """
+        from . import evaluate
+
+        if not self.splits.val_paths:
+            return {"temperature": 1.0, "fitted_on": None, "note": "no val split: not calibrated"}
+        feats = self._compute_features(self.decoded_val.dataset, len(self.splits.val_paths))
+        dense = final.get_layer(HEAD_LAYERS[1])
+        kernel, bias = dense.get_weights()
+        logits = feats.values[feats.ok].astype(np.float64) @ kernel + bias
+        fit = evaluate.fit_temperature(logits, self.splits.val_labels[feats.ok])
+        t = fit["temperature"]
+        dense.set_weights([(kernel / t).astype(kernel.dtype), (bias / t).astype(bias.dtype)])
+        return {**fit, "fitted_on": "val", "folded_into": HEAD_LAYERS[1]}
 
     def _result(self, model_path: Path, spec: ModelSpec, state: TrainState,
                 resumed_from: int | None) -> TrainResult:

@@ -49,10 +49,12 @@ def tiny_dataset(root: Path, *, classes=("neutral", "porn"), per_class: int = 8,
     return Path(root)
 
 
-def tiny_backbone(folder: Path, *, image_size: int = 32, classes: int = 5, seed: int = 0) -> Path:
+def tiny_backbone(folder: Path, *, image_size: int = 32, classes: int = 5, seed: int = 0,
+                  dropout: float = 0.0) -> Path:
     """A tiny nsfwjs-shaped classifier saved as ``tiny.keras`` + ``tiny.spec.json``.
 
-    Input "image" (raw 0-255) -> Rescaling -> Conv -> BN -> ReLU -> GAP -> Dense(8) -> Dense(softmax).
+    Input "image" (raw 0-255) -> Rescaling -> Conv -> BN -> ReLU -> GAP -> Dense(8)
+    [-> Dropout(dropout), as nsfwjs's models have] -> Dense(softmax).
     """
     import keras
 
@@ -66,6 +68,8 @@ def tiny_backbone(folder: Path, *, image_size: int = 32, classes: int = 5, seed:
     x = keras.layers.ReLU(name="out_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dense(8, activation="relu", name="dense_1")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="dropout_1")(x)
     outputs = keras.layers.Dense(classes, activation="softmax", name="dense_out")(x)
     model = keras.Model(inputs, outputs, name="tiny")
     folder = Path(folder)

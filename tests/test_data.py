@@ -179,26 +179,6 @@ def test_split_groups_hand_computed():
         data.split_groups(keys, ["a"] * 6, [1] * 6, fractions=(1, -1, 0))
 
 
-def test_find_duplicate_groups_exact_and_near():
-    sha = ["a", "b", "a", "c", "d"]
-    ph = ["0000000000000000", "ffffffffffffffff", "0000000000000000", "0000000000000003",
-          "00000000000000ff"]
-    groups = data.find_duplicate_groups(sha, ph, max_distance=2)
-    assert list(groups) == [0, 1, 0, 0, 4]  # c is 2 bits from a; d is 8 bits away
-    assert list(data.find_duplicate_groups(sha, ph, max_distance=-1)) == [0, 1, 0, 3, 4]
-    assert list(data.find_duplicate_groups(sha, ph, max_distance=8)) == [0, 1, 0, 0, 0]
-
-
-def test_near_duplicates_do_not_chain():
-    # each hash is 3 bits from the previous one, so 0 and 0x3f are 6 bits apart
-    sha = ["a", "b", "c", "d"]
-    ph = ["0000000000000000", "0000000000000007", "000000000000003f", "00000000000001ff"]
-    groups = data.find_duplicate_groups(sha, ph, max_distance=3)
-    assert list(groups) == [0, 0, 2, 2]  # union-find would merge all four into one group
-    # a tiny memory budget (one row per chunk) gives the same answer
-    assert list(data.find_duplicate_groups(sha, ph, max_distance=3, memory_mb=1e-9)) == [0, 0, 2, 2]
-
-
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text", "oversize_bytes", "oversize_pixels",
                                   "mislabelled"])
 def test_bad_files_are_quarantined_with_a_reason(tmp_path, kind):

@@ -20,21 +20,21 @@ S = np.array([0.1, 0.6, 0.4, 0.7, 0.9])
 
 
 def test_choose_threshold_for_recall_target():
-    op = evaluate.choose_threshold(Y, S, target="nsfw_recall>=0.95")
+    op = evaluate.choose_threshold(Y, S, target="nsfw_recall>=0.95", confidence=None)
     assert op["threshold"] == pytest.approx(0.4)  # highest threshold that still catches all 3
     assert (op["tp"], op["fp"], op["fn"], op["tn"]) == (3, 1, 0, 1)
     assert op["fpr"] == 0.5 and op["met"] is True
-    op = evaluate.choose_threshold(Y, S, target="nsfw_recall>=0.6")
+    op = evaluate.choose_threshold(Y, S, target="nsfw_recall>=0.6", confidence=None)
     assert op["threshold"] == pytest.approx(0.7) and op["recall"] == pytest.approx(2 / 3)
 
 
 def test_choose_threshold_for_fpr_target():
-    op = evaluate.choose_threshold(Y, S, target="fpr<=0.01")
+    op = evaluate.choose_threshold(Y, S, target="fpr<=0.01", confidence=None)
     assert op["threshold"] == pytest.approx(0.7)  # lowest threshold above the 0.6 negative
     assert (op["tp"], op["fp"]) == (2, 0) and op["met"] is True
-    assert evaluate.choose_threshold(Y, S, target="fpr:0.01")["threshold"] == pytest.approx(0.7)
+    assert evaluate.choose_threshold(Y, S, target="fpr:0.01", confidence=None)["threshold"] == pytest.approx(0.7)
     assert evaluate.parse_target("nsfw_recall:0.9") == ("recall", 0.9)
-    op = evaluate.choose_threshold(Y, S, target="fpr<=0.5")
+    op = evaluate.choose_threshold(Y, S, target="fpr<=0.5", confidence=None)
     assert op["threshold"] == pytest.approx(0.4) and op["recall"] == 1.0
     with pytest.raises(ValueError, match="unknown target"):
         evaluate.choose_threshold(Y, S, target="precision>=0.9")
@@ -75,11 +75,17 @@ def test_evaluate_predictions_metrics():
     json.dumps(r)  # JSON-ready (no NaN objects)
 
 
-def test_align_classes_by_loose_name():
-    probs = np.array([[0.1, 0.2, 0.3, 0.25, 0.15]])
+def test_align_classes_by_loose_name_renormalises_a_subset():
+    probs = np.array([[0.1, 0.2, 0.3, 0.25, 0.15], [0.0, 0.5, 0.0, 0.0, 0.5]])
     aligned = evaluate.align_classes(probs, ("Drawing", "Hentai", "Neutral", "Porn", "Sexy"),
                                      ("neutral", "porn", "drawings"))
-    np.testing.assert_allclose(aligned, [[0.3, 0.25, 0.1]])
+    # 3 of the 5 classes: the model's distribution given the dataset's classes (sum 0.65)
+    np.testing.assert_allclose(aligned[0], [0.3 / 0.65, 0.25 / 0.65, 0.1 / 0.65])
+    np.testing.assert_allclose(aligned[1], [1 / 3] * 3)  # no mass on them: uniform
+    # all classes, reordered: unchanged
+    full = evaluate.align_classes(probs, ("Drawing", "Hentai", "Neutral", "Porn", "Sexy"),
+                                  ("sexy", "porn", "neutral", "hentai", "drawings"))
+    np.testing.assert_allclose(full, probs[:, ::-1])
     assert evaluate.align_classes(probs, ("Drawing", "Hentai", "Neutral", "Porn", "Sexy"),
                                   ("sfw", "nsfw")) is None
 
@@ -95,8 +101,8 @@ def test_evaluate_run_writes_report_card_plots_and_threshold(tmp_path):
     model_dir = result.model_path.parent
     before = {p.name for p in model_dir.iterdir()}
     out = tmp_path / "run" / "02" / "eval"
-    run = evaluate.evaluate_run(result.model_path, manifest, out,
-                                target="fpr<=0.01", baseline=str(backbone), notes="demo only")
+    run = evaluate.evaluate_run(result.model_path, manifest, out, target="fpr<=0.01", confidence=None,
+                                baseline=str(backbone), notes="demo only")
     assert {p.name for p in model_dir.iterdir()} == before | {"eval"}  # nothing new beside it
     report = json.loads((out / "report.json").read_text())
     assert run.files["report"] == out / "report.json"
@@ -111,7 +117,7 @@ def test_evaluate_run_writes_report_card_plots_and_threshold(tmp_path):
     probs, ok = evaluate.predict(model, val_paths, image_size=spec0.image_size)
     scores = probs[:, list(spec0.nsfw_indices)].sum(1)
     y_bin = np.isin(val_y, [names.index(c) for c in ("porn", "sexy")])
-    expected = evaluate.choose_threshold(y_bin[ok], scores[ok], target="fpr<=0.01")
+    expected = evaluate.choose_threshold(y_bin[ok], scores[ok], target="fpr<=0.01", confidence=None)
     assert report["threshold"] == pytest.approx(expected["threshold"], rel=1e-6)
     assert report["threshold_met"] is True and report["spec_updated"] is True  # nsfwkit trained it
     spec = ModelSpec.load(spec_path_for(result.model_path))
@@ -123,6 +129,31 @@ def test_evaluate_run_writes_report_card_plots_and_threshold(tmp_path):
     for name in ("confusion", "reliability", "mistakes", "roc_pr", "threshold", "baseline_roc_pr"):
         assert run.files[name].stat().st_size > 1000, name
     assert "redacted" in run.figures["mistakes"]._suptitle.get_text()
+    # the linear probe on the same backbone, and the temperature nsfwkit train folded in
+    assert report["linear_probe"]["model"] == "logistic regression on tiny features"
+    assert report["linear_probe"]["n"] == n_test and "accuracy" in report["linear_probe"]["multiclass"]
+    assert "| metric | this model | pretrained baseline | linear probe |" in card
+    cal = report["calibration"]
+    assert cal["temperature"] == pytest.approx(spec.extra["calibration"]["temperature"])
+    assert "inside the model" in cal["applied"] and "Temperature T" in card
+    op = report["test"]["binary"]["operating_point"]
+    assert op["fpr_ci"][0] <= op["fpr"] <= op["fpr_ci"][1] and op["ci_confidence"] == 0.95
+    # by default the target must hold with 95% confidence: this val is far too small for it
+    strict = evaluate.evaluate_run(result.model_path, manifest, tmp_path / "strict", target="fpr<=0.01",
+                                   baseline=None, probe=False)
+    assert strict.report["threshold_met"] is False and strict.spec_updated is False
+    assert ModelSpec.load(spec_path_for(result.model_path)).threshold == pytest.approx(report["threshold"])
+    strict_card = (tmp_path / "strict" / "model_card.md").read_text()
+    assert "too few safe images to support the target" in strict_card
+    assert "at least 299 are needed" in strict_card and "No threshold was written" in strict_card
+    # a probe whose backbone cannot be loaded (e.g. imagenet weights offline) is skipped, said so
+    spec_file = spec_path_for(result.model_path)
+    moved = ModelSpec.load(spec_file)
+    cfg = dict(moved.extra["train_config"], backbone=str(tmp_path / "gone.keras"))
+    moved.replace(extra=dict(moved.extra, train_config=cfg)).save(spec_file)
+    skipped = evaluate.evaluate_run(result.model_path, manifest, tmp_path / "skipped", baseline=None)
+    assert skipped.report["linear_probe"] is None and "gone.keras" in skipped.report["linear_probe_skipped"]
+    assert "The linear probe was skipped" in (tmp_path / "skipped" / "model_card.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +173,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_evaluate_never_touches_a_users_model_folder_unless_asked(user_model, tmp_path):
     model_path, manifest = user_model
     before = _digest(model_path.parent)
-    run = evaluate.evaluate_run(model_path, manifest, tmp_path / "eval", baseline=None)
+    run = evaluate.evaluate_run(model_path, manifest, tmp_path / "eval", baseline=None, confidence=None)
     assert _digest(model_path.parent) == before  # spec, model: untouched; no report beside them
     assert run.spec_updated is False and run.report["spec_updated"] is False
     assert run.spec.threshold == pytest.approx(run.report["threshold"])  # in memory only
@@ -151,7 +182,7 @@ def test_evaluate_never_touches_a_users_model_folder_unless_asked(user_model, tm
     assert "not written into `tiny.spec.json`" in card
     # explicitly asked: the threshold goes into the spec
     run = evaluate.evaluate_run(model_path, manifest, tmp_path / "eval2", baseline=None,
-                                update_spec=True)
+                                update_spec=True, confidence=None)
     assert run.spec_updated is True
     assert ModelSpec.load(spec_path_for(model_path)).threshold == pytest.approx(run.report["threshold"])
 

@@ -52,11 +52,31 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+#: What each command's exit status means (``nsfwkit --help`` prints it).
+EXIT_CODES = """\
+exit status (every command: 2 = usage error, e.g. bad flags or a missing input; 130 = interrupted):
+  classify    0 every file classified; 1 some files failed (each reported); 2 also: no image files
+  prepare     0 manifest written (quarantined files are reported in quarantine.csv, not failures)
+  download    0 every URL fetched or already there; 1 some URLs failed (see the report)
+  train       0 model written; 2 also: unusable manifest or a run folder with another config
+  evaluate    0 report written (a target the val split cannot support is stated, not an error);
+              2 also: an empty val/test split, or a val split without NSFW or safe images
+  demo-data   0 written; 2 also: the folder holds files the kit did not write
+  run         0 every stage ran; 1 a stage (notebook cell) failed
+  export      0 exported; 1 the conversion failed or the converter is missing
+  serve       0 stopped; 1 cannot listen on the port
+  build-web   0 built; 1 a file could not be written
+  visualize   0 written; 1 the image could not be used
+  models      0 built / listed
+"""
+
+
 def build_parser() -> _Parser:
     from .. import __version__
 
     parser = _Parser(prog="nsfwkit",
-                     description="NSFW image classification research kit (Keras 3 / TensorFlow).")
+                     description="NSFW image classification research kit (Keras 3 / TensorFlow).",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nsfwkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in _GROUPS:

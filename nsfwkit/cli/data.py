@@ -6,7 +6,8 @@
 ``nsfwkit train MANIFEST OUT``       fine-tune (resumes automatically if OUT holds a checkpoint)
 ``nsfwkit evaluate MODEL MANIFEST``  report, plots, threshold and model card (+ baseline)
 
-Exit codes: 0 ok, 1 some inputs failed (quarantined files, failed downloads), 2 usage error.
+Exit codes: 0 ok (``prepare``: a manifest was written; quarantined files are reported, not
+failures), 1 some inputs failed (``download``: failed URLs), 2 usage error or unusable input.
 TensorFlow is imported only inside the handlers that need it.
 """
 
@@ -83,7 +84,7 @@ def _prepare(args) -> int:
     for r in ds.quarantine[:20]:
         print(f"  quarantined: {r.path}: {r.reason}", file=sys.stderr)
     print(f"manifest: {files['manifest']}")
-    return FAILED if ds.quarantine else OK
+    return 0  # quarantined files are reported (quarantine.csv), not a failure: `prepare && train` chains
 
 
 def _load_config(text: str | None) -> dict:
@@ -125,6 +126,7 @@ def _evaluate(args) -> int:
     update = {"auto": None, "yes": True, "no": False}[args.update_spec]
     try:
         run = evaluate.evaluate_run(args.model, args.manifest, out, target=args.target,
+                                    confidence=args.confidence or None, probe=not args.no_probe,
                                     baseline=None if args.baseline == "none" else args.baseline,
                                     redact_images=not args.no_redact, update_spec=update)
     except (data.DatasetError, ValueError, FileNotFoundError) as exc:
@@ -136,8 +138,12 @@ def _evaluate(args) -> int:
               f"ECE {mc['calibration']['ece']:.3f}")
     if bn and bn["operating_point"].get("threshold") is not None:
         op = bn["operating_point"]
+        val_op = bn.get("val_operating_point") or {}
         print(f"NSFW AUC {bn['roc_auc']}, threshold {op['threshold']:.4f} ({args.target}, chosen on "
-              f"val): recall {op['recall']}, FPR {op['fpr']}")
+              f"val): test recall {op['recall']} {op.get('recall_ci')}, FPR {op['fpr']} {op.get('fpr_ci')}")
+        if not val_op.get("met"):
+            print(f"warning: the target is not supported by the val split: {val_op.get('reason')}",
+                  file=sys.stderr)
         print("threshold written into the model's spec" if run.spec_updated else
               "threshold NOT written into the model's spec (see --update-spec)")
     for name, path in run.files.items():
@@ -172,7 +178,10 @@ def register(subparsers) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
-    p = subparsers.add_parser("prepare", help="validate, de-duplicate and split a dataset")
+    p = subparsers.add_parser("prepare", help="validate, de-duplicate and split a dataset",
+                              epilog="exit status: 0 the manifest was written (quarantined files are "
+                                     "listed in quarantine.csv, not failures); 2 usage error or no "
+                                     "usable dataset (nothing written)")
     p.add_argument("dataset", help="folder with one sub-folder per class")
     p.add_argument("--out", required=True, help="where to write manifest.csv and the reports")
     p.add_argument("--classes", nargs="*", help="class folders to use (default: all)")
@@ -218,6 +227,11 @@ def register(subparsers) -> None:
                         "for models trained by nsfwkit")
     p.add_argument("--target", default="nsfw_recall>=0.95",
                    help="threshold target: 'nsfw_recall>=0.95' or 'fpr<=0.01'")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="the target must hold with this confidence on val (one-sided Clopper-Pearson "
+                        "bound; 0: the point estimate)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="skip the linear-probe baseline (nsfwkit-trained models only)")
     p.add_argument("--baseline", default=DEFAULT_MODEL, help="baseline model, or 'none'")
     p.add_argument("--no-redact", action="store_true", help="show mistakes unblurred")
     p.set_defaults(func=_evaluate)

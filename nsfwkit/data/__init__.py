@@ -10,8 +10,10 @@ shared loader accepts), e.g. the public scrapers' ``drawings/ hentai/ neutral/ p
    (the loader every other path uses). Unusable files go to the *quarantine* list with the
    loader's reason; nothing is ever moved, changed or deleted.
 3. **de-duplicate** -- exact duplicates by SHA-256 of the bytes, near duplicates by a 64-bit
-   perceptual hash (``imagehash.phash``) within a Hamming distance. Files that are duplicates of
-   each other form a *group*; a group spanning several classes is a *label conflict*.
+   perceptual hash (``imagehash.phash``) within a Hamming distance. A *group* is a connected
+   component of "same bytes or near copy" (a chain A~B~C is one group even when A and C are
+   further apart); a group spanning several classes is a *label conflict*; an implausibly
+   large group (a chain across a class) is reported with advice to tighten the distance.
 4. **split** -- a deterministic, stratified train/val/test split over groups, so no image (or
    its near copy) appears in two splits. Extra exact copies inside a class and (by default)
    label-conflict groups are kept in the manifest with split ``excluded`` and a note.
@@ -28,7 +30,8 @@ The modules, one job each (everything is importable from ``nsfwkit.data`` itself
 
 * :mod:`~nsfwkit.data.scan` -- :func:`scan_folder`, :func:`validate_files`, :class:`Record`,
   :class:`DatasetError` (input discovery, validation, quarantine);
-* :mod:`~nsfwkit.data.duplicates` -- :func:`find_duplicate_groups` (hashing results -> groups);
+* :mod:`~nsfwkit.data.duplicates` -- :func:`find_duplicate_groups` (hashing results -> groups,
+  :class:`DuplicateGroups`: connected components over exact copies and near pairs);
 * :mod:`~nsfwkit.data.nearpairs` -- :func:`near_pairs` (every pair of 64-bit hashes within a
   Hamming distance, through a multi-index search; :func:`unique_near_pairs` its compact form);
 * :mod:`~nsfwkit.data.split` -- :func:`split_groups` (groups -> train/val/test);
@@ -39,7 +42,7 @@ The modules, one job each (everything is importable from ``nsfwkit.data`` itself
 * :mod:`~nsfwkit.data.plots` -- :func:`plot_class_balance`, :func:`plot_samples`, :func:`redact`.
 """
 
-from .duplicates import find_duplicate_groups
+from .duplicates import DuplicateGroups, find_duplicate_groups
 from .manifest import (
     MANIFEST_FIELDS,
     NSFW_NAMES,
@@ -75,6 +78,7 @@ __all__ = [
     "find_duplicate_groups",
     "near_pairs",
     "unique_near_pairs",
+    "DuplicateGroups",
     "split_groups",
     "prepare",
     "read_manifest",

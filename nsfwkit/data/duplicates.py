@@ -1,96 +1,120 @@
 """Duplicate search: exact copies by SHA-256, near copies by perceptual-hash Hamming distance.
 
-Self-contained (numpy only): :func:`find_duplicate_groups` takes the hashes
-:func:`nsfwkit.data.validate_files` computed and returns a group id per file.
+Files are grouped into the **connected components** of "same bytes, or perceptual hashes within
+``max_distance`` bits": a chain A~B~C puts A, B and C in one group even when A and C are further
+apart, so no near copy of any image can land in another split than the image itself.
+:func:`find_duplicate_groups` takes the hashes :func:`nsfwkit.data.validate_files` computed and
+returns a :class:`DuplicateGroups`; the pair search is :func:`nsfwkit.data.nearpairs.near_pairs`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["find_duplicate_groups"]
+from .nearpairs import near_pairs
+
+__all__ = ["DuplicateGroups", "find_duplicate_groups"]
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
+@dataclasses.dataclass(frozen=True)
+class DuplicateGroups:
+    """The duplicate structure of N files.
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
+    Attributes:
+        groups: ``int64 (N,)`` a group id per file: the index of the group's first file (a file
+            alone in its group has ``groups[i] == i``). Groups are connected components.
+        nearest: ``int64 (N,)`` for a file with a copy, the index of its closest other member
+            (an exact copy when it has one, else its nearest near copy); -1 when alone.
+        distance: ``int64 (N,)`` Hamming bits to ``nearest`` (0: an exact copy; -1: alone).
+    """
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+    groups: np.ndarray
+    nearest: np.ndarray
+    distance: np.ndarray
+
+    def sizes(self) -> np.ndarray:
+        """``int64 (N,)``: the size of each file's group."""
+        return np.bincount(self.groups, minlength=len(self.groups))[self.groups]
+
+    def largest(self) -> int:
+        """Files in the largest group (0 for no files)."""
+        return int(self.sizes().max()) if len(self.groups) else 0
+
+
+def phash_words(phash: Sequence[str]) -> np.ndarray:
+    """64-bit hex perceptual hashes -> ``uint64 (N,)`` (ValueError naming a bad hash)."""
+    bad = next((h for h in phash if len(h) != 16), None)
+    if bad is not None:
+        raise ValueError(f"near-duplicate search needs 64-bit perceptual hashes (16 hex digits, "
+                         f"hash_size=8); got {bad!r}")
+    return np.array([int(h, 16) for h in phash], dtype=np.uint64)
 
 
 def find_duplicate_groups(
     sha256: Sequence[str], phash: Sequence[str], *, max_distance: int = 4,
-    memory_mb: float = 64.0,
-) -> np.ndarray:
+) -> DuplicateGroups:
     """Group files that are exact (same SHA-256) or near (phash within ``max_distance``) copies.
 
-    Near copies are grouped around a *leader*: files are taken in order, and a file not yet in a
-    group leads a new one that takes every later ungrouped file within ``max_distance`` bits of
-    **the leader** (not of any member). So a chain of images each a few bits from the next never
-    merges unrelated images: every member is within ``max_distance`` of its leader, any two
-    members within ``2 * max_distance`` of each other. Exact copies always share a group.
+    The groups are the connected components of the graph whose edges are every exact copy and
+    every near pair (all pairs within ``max_distance`` bits, not only those of a "leader"), so
+    they do not depend on the order of the files, and a chain of images each a few bits from the
+    next is one group however far its ends are apart.
 
     Args:
         sha256: hex content hashes, one per file.
-        phash: hex perceptual hashes, one per file (all the same length); ``max_distance < 0``
-            turns near-duplicate detection off.
+        phash: 64-bit hex perceptual hashes, one per file; ``max_distance < 0`` turns
+            near-duplicate detection off.
         max_distance: largest Hamming distance (bits) between two perceptual hashes that still
             counts as the same image.
-        memory_mb: memory budget of the pairwise distance blocks (rows are processed in chunks
-            that fit it, so N = 200,000 files needs ~64 MB, not gigabytes).
 
     Returns:
-        ``int64`` array ``(N,)``: a group id per file; ids are the index of the group's first
-        file, so a file alone in its group has ``group == its index``.
+        A :class:`DuplicateGroups`.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(sha256)
-    uf = _UnionFind(n)
+    if n == 0:
+        empty = np.zeros(0, np.int64)
+        return DuplicateGroups(groups=empty, nearest=empty, distance=empty)
     first: dict[str, int] = {}
-    reps: list[int] = []  # one file per distinct content, in order
+    rep = np.empty(n, np.int64)  # the first file with the same bytes
     for i, h in enumerate(sha256):
-        if h in first:
-            uf.union(first[h], i)
-        else:
-            first[h] = i
-            reps.append(i)
-    m = len(reps)
-    if max_distance >= 0 and m > 1:
-        ph = [phash[i] for i in reps]
-        bits = np.array([[int(c, 16) for c in h] for h in ph], dtype=np.uint8)  # (M, nibbles)
-        bits = np.unpackbits(bits[..., None], axis=-1)[..., 4:].reshape(m, -1)  # (M, 64)
-        packed = np.packbits(bits, axis=1)  # (M, 8) bytes
-        words = packed.view(">u8").reshape(m, -1) if packed.shape[1] % 8 == 0 else None
-        width = words.shape[1] * 8 if words is not None else bits.shape[1]
-        chunk = int(max(1, min(m, memory_mb * 2**20 // max(1, m * width * 2))))
-        neighbours: list[np.ndarray] = []
-        for start in range(0, m, chunk):
-            block = slice(start, min(m, start + chunk))
-            if words is not None:
-                dist = np.bitwise_count(words[block, None, :] ^ words[None, :, :]).sum(-1)
-            else:
-                dist = (bits[block, None, :] != bits[None, :, :]).sum(-1)
-            for row in dist <= max_distance:
-                neighbours.append(np.flatnonzero(row))
-        leader = np.full(m, -1, np.int64)
-        for i in range(m):
-            if leader[i] >= 0:
-                continue
-            leader[i] = i
-            near = neighbours[i]
-            near = near[(near > i) & (leader[near] < 0)]
-            leader[near] = i
-        for i in range(m):
-            if leader[i] != i:
-                uf.union(reps[int(leader[i])], reps[i])
-    return np.array([uf.find(i) for i in range(n)], dtype=np.int64)
+        rep[i] = first.setdefault(h, i)
+    reps = np.flatnonzero(rep == np.arange(n))
+    pairs, bits = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    if max_distance >= 0 and len(reps) > 1:
+        words = phash_words([phash[i] for i in reps])
+        local = near_pairs(words, max_distance)
+        bits = np.bitwise_count(words[local[:, 0]] ^ words[local[:, 1]]).astype(np.int64)
+        pairs = reps[local]  # (K, 2) file indices
+    edges = np.concatenate([np.stack([np.arange(n), rep], axis=1), pairs])
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    first_of = np.full(component.max() + 1, n, np.int64)
+    np.minimum.at(first_of, component, np.arange(n))
+    nearest, distance = _nearest_members(rep, pairs, bits)
+    return DuplicateGroups(groups=first_of[component], nearest=nearest, distance=distance)
+
+
+def _nearest_members(rep: np.ndarray, pairs: np.ndarray, bits: np.ndarray):
+    """``(nearest, distance)`` per file: an exact copy (0 bits) when it has one, else its
+    nearest near copy (ties: the lowest index); -1 for a file alone."""
+    n = len(rep)
+    nearest = np.full(n, -1, np.int64)
+    distance = np.full(n, -1, np.int64)
+    node = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    partner = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    dist = np.concatenate([bits, bits])
+    order = np.lexsort((partner, dist, node))
+    nodes, first = np.unique(node[order], return_index=True)
+    nearest[nodes] = partner[order][first]
+    distance[nodes] = dist[order][first]
+    copy = np.flatnonzero(rep != np.arange(n))  # files whose bytes an earlier file has
+    nearest[copy], distance[copy] = rep[copy], 0
+    originals, first_copy = np.unique(rep[copy], return_index=True)
+    nearest[originals], distance[originals] = copy[first_copy], 0
+    return nearest, distance

@@ -95,6 +95,7 @@ class PreparedDataset:
             "empty_classes": list(self.empty_classes),
             "duplicate_groups": len(dup),
             "files_in_duplicate_groups": sum(len(v) for v in dup.values()),
+            "largest_duplicate_group": max((len(v) for v in dup.values()), default=1),
             "label_conflicts": len(self.conflicts()),
             "splits": {s: len(self.split(s)) for s in (*SPLITS, "excluded")},
             "counts": self.counts(),
@@ -128,12 +129,14 @@ class PreparedDataset:
             kind = "label_conflict" if g in conflicts else (
                 "exact" if len({r.sha256 for r in rs}) == 1 else "near")
             for r in rs:
-                dup_rows.append({"group": g, "kind": kind, "path": r.path, "class": r.label,
-                                 "sha256": r.sha256, "phash": r.phash, "split": r.split,
+                dup_rows.append({"group": g, "kind": kind, "size": len(rs), "path": r.path,
+                                 "class": r.label, "split": r.split, "nearest": r.nearest,
+                                 "distance": r.distance, "sha256": r.sha256, "phash": r.phash,
                                  "note": r.note})
         out["duplicates"] = _write_csv(
             folder / "duplicates.csv",
-            ("group", "kind", "path", "class", "sha256", "phash", "split", "note"), dup_rows,
+            ("group", "kind", "size", "path", "class", "split", "nearest", "distance", "sha256",
+             "phash", "note"), dup_rows,
         )
         out["summary"] = _write_text(folder / "summary.json",
                                      json.dumps(self.summary(), indent=2) + "\n")

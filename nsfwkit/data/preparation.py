@@ -39,7 +39,9 @@ def prepare(
         fractions: target train/val/test shares.
         seed: split seed (the split is deterministic for a given seed and content).
         near_duplicates: perceptual-hash Hamming distance still counted as the same image;
-            ``-1`` turns near-duplicate detection off.
+            ``-1`` turns near-duplicate detection off. Groups are connected components (a chain
+            of near copies is one group, kept in one split); a group larger than 5% of the files
+            (and 10 files) is reported in ``warnings`` with advice to lower this distance.
         conflicts: ``"exclude"`` (default) keeps label-conflict groups out of every split
             (split ``excluded``); ``"keep"`` keeps them, all in one split.
         workers: decoding threads.
@@ -71,11 +73,14 @@ def prepare(
         )
     class_names, dropped = _usable_classes(info, valid, keep_empty_classes=keep_empty_classes)
     warnings.extend(dropped)
-    groups = find_duplicate_groups([r.sha256 for r in valid], [r.phash for r in valid],
-                                   max_distance=near_duplicates)
+    dups = find_duplicate_groups([r.sha256 for r in valid], [r.phash for r in valid],
+                                 max_distance=near_duplicates)
     members: dict[int, list[int]] = {}
-    for i, g in enumerate(groups):
+    for i, g in enumerate(dups.groups):
         members.setdefault(int(g), []).append(i)
+        if dups.nearest[i] >= 0:
+            valid[i].nearest, valid[i].distance = valid[dups.nearest[i]].path, int(dups.distance[i])
+    warnings.extend(_huge_group_warnings(valid, members, near_duplicates))
     keys, labels, sizes, gids, excluded_groups = _label_groups(
         valid, members, class_names, exclude_conflicts=conflicts == "exclude")
     assigned = split_groups(keys, labels, sizes, fractions=fractions, seed=seed)
@@ -106,6 +111,27 @@ def _usable_classes(info: dict, valid: list[Record], *,
             warnings.append(f"class {name!r} dropped from the class list (no usable image; "
                             "keep_empty_classes=True keeps it)")
     return class_names, warnings
+
+
+#: A duplicate group larger than this share of the usable files (and than ``_HUGE_MIN`` files)
+#: is reported: near copies chained unrelated images together.
+_HUGE_SHARE, _HUGE_MIN = 0.05, 10
+
+
+def _huge_group_warnings(valid: list[Record], members: dict[int, list[int]],
+                         near_duplicates: int) -> list[str]:
+    """A warning when the largest duplicate group is implausibly large for copies of one image."""
+    if not members:
+        return []
+    idx = max(members.values(), key=len)
+    size = len(idx)
+    if size <= max(_HUGE_MIN, _HUGE_SHARE * len(valid)):
+        return []
+    classes = sorted({valid[i].label for i in idx})
+    return [f"the largest duplicate group holds {size} files ({size / len(valid):.0%} of the usable "
+            f"files; classes {', '.join(classes)}): chains of near copies within "
+            f"{near_duplicates} bits joined them, and a group always stays in one split. If they "
+            f"are not copies of one image, tighten --near-duplicates (e.g. {max(0, near_duplicates - 2)})"]
 
 
 def _label_groups(valid: list[Record], members: dict[int, list[int]], class_names: list[str], *,

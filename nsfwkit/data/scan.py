@@ -42,6 +42,8 @@ class Record:
     group: int = -1
     split: str = ""
     note: str = ""
+    nearest: str = ""  # the closest other file of its duplicate group (path)
+    distance: int = -1  # perceptual-hash bits to ``nearest`` (0: same bytes; -1: no copy)
 
 
 def scan_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None):
