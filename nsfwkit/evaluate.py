@@ -331,7 +331,7 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *,
 
     Returns:
         ``{"temperature", "nll_before", "nll_after", "ece_before", "ece_after"}`` on these data
-        (``T = 1`` and equal numbers when there are none).
+        (``T = 1`` and NaN numbers when there are none).
     """
     from scipy.optimize import minimize_scalar
 
