@@ -152,8 +152,6 @@ def clopper_pearson(successes: int, trials: int, *, confidence: float = 0.95,
     the ``confidence`` quantile of ``Beta(k + 1, n - k)`` (1 when ``k == n``); ``"two-sided"``:
     both, each at ``(1 - confidence) / 2``. No trials: ``(nan, nan)``.
     """
-    from scipy.stats import beta
-
     k, n = int(successes), int(trials)
     if n <= 0:
         return float("nan"), float("nan")
@@ -161,9 +159,9 @@ def clopper_pearson(successes: int, trials: int, *, confidence: float = 0.95,
         raise ValueError(f"successes must be in [0, {n}], got {k}")
     if side not in ("two-sided", "lower", "upper"):
         raise ValueError(f"side must be 'two-sided', 'lower' or 'upper', got {side!r}")
-    alpha = (1.0 - confidence) / (2.0 if side == "two-sided" else 1.0)
-    lo = 0.0 if k == 0 or side == "upper" else float(beta.ppf(alpha, k, n - k + 1))
-    hi = 1.0 if k == n or side == "lower" else float(beta.ppf(1.0 - alpha, k + 1, n - k))
+    each = (1.0 + confidence) / 2.0 if side == "two-sided" else confidence  # per tail
+    lo = 0.0 if side == "upper" else float(_one_sided_bounds([k], n, confidence=each, side="lower")[0])
+    hi = 1.0 if side == "lower" else float(_one_sided_bounds([k], n, confidence=each, side="upper")[0])
     return lo, hi
 
 
@@ -331,7 +329,7 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *,
 
     Returns:
         ``{"temperature", "nll_before", "nll_after", "ece_before", "ece_after"}`` on these data
-        (``T = 1`` and equal numbers when there are none).
+        (``T = 1`` and NaN numbers when there are none).
     """
     from scipy.optimize import minimize_scalar
 
