@@ -43,8 +43,11 @@ def _is_kit_folder(folder: Path) -> bool:
     """Whether ``folder`` is something this module wrote, so ``overwrite`` may replace it: an
     export (``export.json``), a TF.js graph model with nsfwkit metadata (``model.json``), or
     a SavedModel with its ``spec.json`` (:func:`export_saved_model`)."""
-    if (folder / "export.json").is_file():
-        return True
+    try:
+        if isinstance(json.loads((folder / "export.json").read_text(encoding="utf-8")), dict):
+            return True
+    except (OSError, ValueError):
+        pass
     if (folder / "saved_model.pb").is_file() and (folder / "spec.json").is_file():
         return True
     try:

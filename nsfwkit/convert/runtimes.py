@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -211,39 +210,13 @@ def parity_row(*, fmt: str, precision: str, path: Path, reference: np.ndarray,
 # --------------------------------------------------------------------------------------------
 # The output folder
 # --------------------------------------------------------------------------------------------
-def _is_kit_folder(folder: Path) -> bool:
-    try:
-        data = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict)
+def staged_folder(dest: str | os.PathLike, *, overwrite: bool):
+    """Build the output folder under a temporary name; an existing non-empty ``dest`` is replaced
+    only with ``overwrite`` and only when the kit wrote it: the TF.js exporter's rule
+    (:func:`nsfwkit.convert.layout._atomic_dir`), shared."""
+    from .layout import _atomic_dir
 
-
-@contextlib.contextmanager
-def staged_folder(dest: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a staging folder that replaces ``dest`` only when the block completes.
-
-    An existing non-empty ``dest`` is refused unless ``overwrite`` is set AND it holds an
-    ``export.json`` (a folder the kit wrote): user files are never replaced.
-    """
-    from nsfwkit import fileio
-
-    dest = Path(dest)
-    if dest.exists() or dest.is_symlink():
-        if not dest.is_dir():
-            raise FileExistsError(f"{dest}: exists and is not a folder")
-        if any(dest.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"{dest}: exists and is not empty (pass overwrite=True)")
-            if not _is_kit_folder(dest):
-                raise FileExistsError(
-                    f"{dest}: exists and is not an nsfwkit export (no {EXPORT_FILE}); refusing "
-                    "to replace it even with overwrite: choose a new or empty folder")
-    with fileio.replace_dir(dest) as tmp:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)  # what a plain mkdir gives, not mkdtemp's 0700
-        yield tmp
+    return _atomic_dir(Path(dest), overwrite=overwrite)
 
 
 def metadata(spec: ModelSpec, *, fmt: str, precision: str, model_input: dict[str, Any],
