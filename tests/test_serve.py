@@ -153,7 +153,8 @@ def test_idle_connections_time_out_and_never_cost_a_thread_each(tight):
     import threading
 
     before = threading.active_count()
-    idle = [socket.create_connection(("127.0.0.1", tight.server_address[1])) for _ in range(50)]
+    # 30 idle sockets: more than the pool of 8, fewer than pool + queue (8 + 32), so none is refused
+    idle = [socket.create_connection(("127.0.0.1", tight.server_address[1])) for _ in range(30)]
     try:
         time.sleep(0.3)
         assert threading.active_count() <= before + 1  # the pool of 8 existed already; no thread per socket
@@ -161,7 +162,7 @@ def test_idle_connections_time_out_and_never_cost_a_thread_each(tight):
         resp, body = _get(tight, "/visible.txt")  # served once the idle ones ahead of it time out
         assert resp.status == 200 and body == b"fine"
         assert time.monotonic() - started < 15
-        for sock in idle:  # each idle socket was closed by the server (or refused when the queue was full)
+        for sock in idle:  # each idle socket was closed by the server after its timeout
             sock.settimeout(10)
             try:
                 assert sock.recv(1) == b""
@@ -170,6 +171,33 @@ def test_idle_connections_time_out_and_never_cost_a_thread_each(tight):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_connections_beyond_the_queue_are_closed_at_once_and_logged(tmp_path, capfd):
+    import socket
+
+    (tmp_path / "visible.txt").write_text("fine")
+    server = serve.serve_in_thread(tmp_path, timeout=5, threads=1, quiet=False)  # room: 1 + a queue of 4
+    socks = []
+    try:
+        socks = [socket.create_connection(("127.0.0.1", server.server_address[1])) for _ in range(10)]
+        time.sleep(1.0)  # well under the 5 s idle timeout: only a refused socket is closed by now
+        closed = 0
+        for sock in socks:
+            sock.setblocking(False)
+            try:
+                closed += sock.recv(1) == b""
+            except ConnectionResetError:
+                closed += 1
+            except BlockingIOError:  # still open, waiting its turn
+                pass
+        assert 5 <= closed <= 6, closed  # 10 sockets, room for 4 or 5 of them
+        assert capfd.readouterr().err.count("too many waiting connections, closed") == closed
+    finally:
+        for sock in socks:
+            sock.close()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("path", ["/pipe.js", "/.env", "/.git/config", "/env-link.txt", "/%2eenv"])
