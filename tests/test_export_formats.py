@@ -61,6 +61,18 @@ def test_resolve_applies_each_precision_to_the_formats_that_have_it():
     assert formats.resolve("tfjs", None) == ({"tfjs": ["float32", "float16", "uint8"]}, [])  # today's default
 
 
+def test_resolve_takes_one_list_per_group_of_formats():
+    per = {"tfjs": ["float32", "uint8"], "tflite,onnx": ["none", "int8"]}
+    assert formats.resolve("all", per) == (
+        {"tfjs": ["float32", "uint8"], "tflite": ["float32", "int8"], "onnx": ["float32"]},
+        [{"format": "onnx", "precision": "int8", "reason": "onnx has no int8 build"}])
+    assert formats.resolve("tfjs", per) == ({"tfjs": ["float32", "uint8"]}, [])   # other groups unused
+    assert formats.resolve("tfjs,onnx", {"tfjs": ["none"]}) == (
+        {"tfjs": ["float32"], "onnx": ["float32", "float16"]}, [])
+    with pytest.raises(formats.FormatError, match="'uint8' is not a precision of onnx"):
+        formats.resolve("onnx", {"onnx": ["uint8"]})
+
+
 @pytest.mark.parametrize("fmts,quants,option,message", [
     ("tfjs,coreml", None, "--format", "unknown format 'coreml'"),
     ("", None, "--format", "no format given"),

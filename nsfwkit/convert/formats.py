@@ -66,14 +66,17 @@ def _precision(name: str) -> str:
     return "float32" if name == "none" else name
 
 
-def resolve(formats: str | Iterable[str] = ("tfjs",), quantizations: str | Iterable[str] | None = None
+def resolve(formats: str | Iterable[str] = ("tfjs",),
+            quantizations: str | Iterable[str] | Mapping[str, Any] | None = None
             ) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
     """Which precisions each format makes.
 
     Args:
         formats: names of :data:`FORMATS` or ``all`` (comma lists accepted).
         quantizations: precisions (``none`` = ``float32``); each applies to the chosen formats
-            that have it. Default (or ``all``): every precision of each format.
+            that have it. Default (or ``all``): every precision of each format. Or a mapping
+            ``{formats: precisions}`` (e.g. ``{"tfjs": [...], "tflite,onnx": [...]}``), each entry
+            resolved this way for its chosen formats; a chosen format without an entry gets all.
 
     Returns:
         ``(targets, not_made)``: format -> its precisions in the order given, and one
@@ -89,6 +92,8 @@ def resolve(formats: str | Iterable[str] = ("tfjs",), quantizations: str | Itera
     if unknown or not fmts:
         raise FormatError("--format", f"unknown format {unknown[0]!r}; use {', '.join(FORMATS)} or all"
                           if unknown else "no format given")
+    if isinstance(quantizations, Mapping):
+        return _resolve_each(fmts, quantizations)
     quants = list(dict.fromkeys(_precision(q) for q in split_list(quantizations)))
     if quantizations is None or "all" in quants:
         return {f: list(PRECISIONS[f]) for f in fmts}, []
@@ -105,6 +110,19 @@ def resolve(formats: str | Iterable[str] = ("tfjs",), quantizations: str | Itera
     not_made = [{"format": f, "precision": q, "reason": f"{f} has no {q} build"}
                 for f in fmts for q in quants if q not in PRECISIONS[f]]
     return targets, not_made
+
+
+def _resolve_each(fmts: list[str], quantizations: Mapping[str, Any]
+                  ) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    found: dict[str, list[str]] = {}
+    not_made: list[dict[str, str]] = []
+    for key, quants in quantizations.items():
+        chosen = [f for f in resolve(key)[0] if f in fmts]
+        if chosen:
+            targets, missing = resolve(chosen, quants)
+            found.update(targets)
+            not_made += missing
+    return {f: found.get(f, list(PRECISIONS[f])) for f in fmts}, not_made
 
 
 def check_runtimes(targets: Mapping[str, Sequence[str]]) -> None:
