@@ -292,6 +292,9 @@ def plot_size_vs_error(rows: Sequence[Mapping[str, Any]]):
     err_ax.scatter([x[i] for i, _ in bars_at], [t for _, t in bars_at], marker="_", s=300, color="black",
                    label="parity bar", zorder=3)
     err_ax.set_yscale("log")
+    heights = [max(rows[i]["max_abs_diff"], 1e-9) for i in measured] + [t for _, t in bars_at]
+    if heights:
+        err_ax.set_ylim(top=3 * max(heights))   # room above the highest bar tick
     err_ax.set_ylabel("max |Δp|")
     err_ax.legend(fontsize=7, loc="upper left")
     err_ax.set_xticks(x, [f"{r['format']}\n{r['precision']}" for r in rows], fontsize=8)
