@@ -230,3 +230,20 @@ def test_cli_calibration_errors_fail_before_anything_is_written(case, tmp_path, 
     assert line.startswith(f"nsfwkit export: {what} — "), line
     assert ("no usable calibration image" if case == "empty" else "none is requested") in line
     assert not (tmp_path / "exp").exists()
+
+
+def test_cli_missing_runtime_fails_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    from nsfwkit.convert import runtimes
+
+    model = tmp_path / "tiny.keras"
+    build_runtime_model().save(model)
+    runtime_spec().save(tmp_path / "tiny.spec.json")
+
+    def absent(module, package):
+        raise runtimes.RuntimeMissingError(f"{package} is not installed (No module named {module!r})")
+
+    monkeypatch.setattr(runtimes, "require", absent)
+    assert cli.main(["export", str(model), "--out", str(tmp_path / "exp"), "--format", "onnx"]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("nsfwkit export: --format — onnx is not installed"), line
+    assert not (tmp_path / "exp").exists()
