@@ -55,7 +55,7 @@ def site_dir() -> Path:
     """The default site folder, ``dist/web/``."""
     return paths.dist_dir() / "web"
 
-PAGE_FILES = ("index.html", "app.js", "classifier.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "classifier.js", "motion.js", "style.css")
 #: node_modules-relative sources of the vendored TF.js files.
 VENDOR_FILES = {
     "tf.min.js": "@tensorflow/tfjs/dist/tf.min.js",
