@@ -17,7 +17,7 @@
 //   "pixels": [{"name", "probs"}], "galleries": {kind: {"layers", "images", "broken"}},
 //   "bench": {name: ms_per_image}, "backend": str,
 //   "moving": [{"name", "shown": bool, "source", "frames": [{index, time, nsfw, probs}], "worst_index",
-//               "worst_time", "ms_per_frame", "truncated", "note", "error", "strip_points", "worst_marked"}],
+//               "worst_time", "ms_per_frame", "wall_ms", "truncated", "note", "error", "strip_points", "worst_marked"}],
 //   "image_decoder": bool}
 import { readFileSync } from "node:fs";
 import { importPackage } from "./packages.mjs";
@@ -85,7 +85,7 @@ try {
 
   out.image_decoder = await page.evaluate(() => typeof ImageDecoder === "function");
   for (const file of request.moving ?? []) {
-    await page.evaluate(() => { document.body.dataset.classified = ""; });
+    await page.evaluate(() => { document.body.dataset.classified = ""; document.getElementById("file").value = ""; });
     await page.setInputFiles("#file", file);
     const name = file.split("/").pop();
     await page.waitForFunction((n) => document.body.dataset.classified === n || !document.getElementById("error").hidden,
@@ -96,7 +96,7 @@ try {
       const text = (id) => (document.getElementById(id).hidden ? null : document.getElementById(id).textContent);
       return { name: n, shown: !box.hidden, source: d.source ?? null, frames: JSON.parse(d.frames ?? "[]"),
                worst_index: d.worstIndex === "null" ? null : Number(d.worstIndex), worst_time: Number(d.worstTime),
-               ms_per_frame: Number(d.msPerFrame), truncated: d.truncated || null, note: text("motion-note"),
+               ms_per_frame: Number(d.msPerFrame), wall_ms: Number(d.wallMs), truncated: d.truncated || null, note: text("motion-note"),
                error: text("error"), strip_points: document.querySelectorAll("#strip circle").length,
                worst_marked: document.querySelectorAll("#strip circle.worst").length };
     }, name));

@@ -234,6 +234,7 @@ async function classifyMoving(file) {
       "only its first frame was classified.");
     return false;
   }
+  const started = performance.now();
   let clip;
   try {
     clip = kind === "video" ? await motion.videoFrames(tf, file) : await motion.animationFrames(tf, file);
@@ -249,6 +250,7 @@ async function classifyMoving(file) {
     $("cam-figure").hidden = true;   // Grad-CAM: still images only
     await drawPreview(result.worst.pixels, $("preview"));
     renderMotion(file, clip, result);
+    $("motion").dataset.wallMs = String(performance.now() - started);   // decoding included
     document.body.dataset.classified = file.name;
   } catch (err) {
     showError(`${file.name}: ${err.message || err}`);
