@@ -324,3 +324,14 @@ def test_animation_and_video_in_chromium(site, default_model, tmp_path):
     page_v = np.array([f["probs"] for f in page_webm["frames"]])
     keras_v = np.array([[r.probs[c] for c in spec.class_names] for r in python["clip.webm"]])
     print("video: max |page - python| probability", np.abs(page_v - keras_v).max())
+    # a browser without ImageDecoder: the first frame only, and the page says so
+    server = serve.serve_in_thread(root)
+    try:
+        out = _browse(server.url, moving=[str(gif)], no_image_decoder=True)
+    finally:
+        server.shutdown()
+    (first,) = out["moving"]
+    assert out["image_decoder"] is False and not first["shown"] and first["error"] is None
+    assert "only its first frame was classified" in first["note"]
+    table = np.array([first["table"][c] for c in spec.class_names])
+    assert np.abs(table - keras_p[0]).max() <= 1e-3
