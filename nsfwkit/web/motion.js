@@ -163,6 +163,14 @@ export function drawStrip(svg, rows, worst, threshold) {
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   svg.replaceChildren(el("line", { x1: pad, y1: y(threshold), x2: w - pad, y2: y(threshold), class: "threshold" }),
     el("polyline", { points: rows.map((r) => `${x(r.time)},${y(r.nsfwScore)}`).join(" "), class: "score" }));
+  for (const [tx, anchor, label] of [[pad, "start", "0 s"], [w - pad, "end", `${end.toFixed(2)} s`]]) {
+    const text = el("text", { x: tx, y: h - 3, "text-anchor": anchor, class: "axis" });
+    text.textContent = label;
+    svg.append(text);
+  }
+  const thresholdLabel = el("text", { x: w - pad, y: y(threshold) - 3, "text-anchor": "end", class: "axis" });
+  thresholdLabel.textContent = `threshold ${threshold}`;
+  svg.append(thresholdLabel);
   rows.forEach((r, i) => {
     const dot = el("circle", { cx: x(r.time), cy: y(r.nsfwScore), r: i === worst ? 6 : 3,
                                class: i === worst ? "frame worst" : "frame" });
