@@ -335,3 +335,30 @@ def test_animation_and_video_in_chromium(site, default_model, tmp_path):
     assert "only its first frame was classified" in first["note"]
     table = np.array([first["table"][c] for c in spec.class_names])
     assert np.abs(table - keras_p[0]).max() <= 1e-3
+
+
+@pytest.mark.node
+def test_motion_js_video_sampling_and_worst_frame_in_node():
+    """motion.js by hand: 1 fps plus the last frame, the caps named, ties to the first frame."""
+    import subprocess
+
+    from nsfwkit import convert
+
+    require_node()
+    motion = Path(webview.__file__).parent / "web" / "motion.js"
+    script = (f"import * as m from {json.dumps(motion.as_uri())};\n"
+              "const rows = (s) => s.map((nsfwScore) => ({ nsfwScore }));\n"
+              "console.log(JSON.stringify([m.videoSampleTimes(4.0), m.videoSampleTimes(4.0, { maxFrames: 3 }),\n"
+              "  m.videoSampleTimes(4.0, { maxFrames: 4 }), m.videoSampleTimes(4.0, { maxSeconds: 2.5 }),\n"
+              "  m.videoSampleTimes(1.5, { fps: 2 }), m.worstFrame(rows([0.1, 0.7, 0.3, 0.7]))]));")
+    proc = subprocess.run([str(convert._node()), "--input-type=module", "-e", script], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    full, capped, no_last, short, rate, worst = json.loads(proc.stdout)
+    assert full == {"times": pytest.approx([0.001, 1.001, 2.001, 3.001, 3.999]), "truncated": None}
+    assert capped == {"times": pytest.approx([0.001, 1.001, 2.001]), "truncated": "stopped after 3 frames"}
+    assert no_last["times"] == pytest.approx([0.001, 1.001, 2.001, 3.001])
+    assert no_last["truncated"] == "stopped after 4 frames: the last frame was not read"
+    assert short == {"times": pytest.approx([0.001, 1.001, 2.001]), "truncated": "stopped at 2.5 s"}
+    assert rate == {"times": pytest.approx([0.001, 0.501, 1.001, 1.499]), "truncated": None}
+    assert worst == 1
