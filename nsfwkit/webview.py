@@ -10,7 +10,7 @@ the kit's marker file :data:`MARKER` (written by every build), so ``--out`` poin
 folder is refused. Its content::
 
     .nsfwkit-site  the marker: this folder is a site built by nsfwkit (safe to replace)
-    index.html app.js classifier.js style.css   the page (from nsfwkit/web/)
+    index.html app.js classifier.js motion.js style.css   the page (from nsfwkit/web/)
     vendor/    tf.min.js, tf-backend-wasm.min.js and its three .wasm binaries, copied from
                node_modules at build time, so the page works offline
     model/     the model as a float32 TF.js graph model (from an export folder, or exported
@@ -55,7 +55,7 @@ def site_dir() -> Path:
     """The default site folder, ``dist/web/``."""
     return paths.dist_dir() / "web"
 
-PAGE_FILES = ("index.html", "app.js", "classifier.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "classifier.js", "motion.js", "style.css")
 #: node_modules-relative sources of the vendored TF.js files.
 VENDOR_FILES = {
     "tf.min.js": "@tensorflow/tfjs/dist/tf.min.js",
