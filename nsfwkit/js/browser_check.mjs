@@ -7,6 +7,7 @@
 //   "upload": path of an image file to pick in the page's file input (optional),
 //   "pixels": [{"name", "width", "height", "file": raw RGB bytes, "model_url"?: site-relative}],
 //   "galleries": bool (walk every gallery tab and layer, count images that loaded),
+//   "explain": [method, ...] (after "upload": draw each explanation of the uploaded image),
 //   "bench": {"models": [{"name", "url", "input_range": [lo, hi]}], "size": int, "repeat": int,
 //             "file": raw RGB bytes, "width", "height"} (optional: latency per model, same page),
 //   "screenshot": path for a full-page PNG (optional),
@@ -19,7 +20,9 @@
 //   "bench": {name: ms_per_image}, "backend": str,
 //   "moving": [{"name", "shown": bool, "source", "frames": [{index, time, nsfw, probs}], "worst_index",
 //               "worst_time", "ms_per_frame", "wall_ms", "truncated", "note", "error", "strip_points", "worst_marked", "table": {class: p}}],
-//   "image_decoder": bool}
+//   "image_decoder": bool,
+//   "explain": {"options": [methods offered], "python": str, "maps": {method: {"ms", "height", "width",
+//     "peak", "hot", "heatmap": [...], "caption", "overlay_diff": mean |overlay - image| per byte}}}}
 import { readFileSync } from "node:fs";
 import { importPackage } from "./packages.mjs";
 
@@ -57,6 +60,32 @@ try {
       return { probs, verdict: verdict.textContent, nsfw_score: Number(verdict.dataset.nsfwScore),
                cam: !document.getElementById("cam-figure").hidden };
     });
+  }
+
+  if (request.explain) {
+    out.explain = await page.evaluate(() => ({
+      options: [...document.querySelectorAll("#explain-method option")].map((o) => o.value),
+      python: document.getElementById("explain-python").textContent, maps: {},
+    }));
+    for (const method of request.explain) {
+      out.explain.maps[method] = await page.evaluate(async (m) => {
+        const r = await window.nsfwkit.explainImage(m);
+        if (!r) return null;
+        const bytes = (id) => {   // read a copy: repeated read-backs of one canvas make Chromium warn
+          const src = document.getElementById(id);
+          const copy = document.createElement("canvas");
+          [copy.width, copy.height] = [src.width, src.height];
+          const ctx = copy.getContext("2d", { willReadFrequently: true });
+          ctx.drawImage(src, 0, 0);
+          return ctx.getImageData(0, 0, copy.width, copy.height).data;
+        };
+        const [a, b] = [bytes("cam"), bytes("preview")];
+        let diff = 0;
+        for (let i = 0; i < a.length; i++) diff += Math.abs(a[i] - b[i]);
+        return { ...r, heatmap: Array.from(r.heatmap), overlay_diff: diff / a.length,
+                 caption: document.getElementById("cam-caption").textContent };
+      }, method);
+    }
   }
 
   for (const item of request.pixels ?? []) {
