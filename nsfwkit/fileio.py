@@ -324,7 +324,7 @@ def replace_owned(folder: str | os.PathLike, kind: str, *, overwrite: bool,
     with owned_folder(folder, kind, legacy=_legacy) as folder:
         old = [n for n in (found or owned_entries(folder)) if os.path.lexists(folder / n)]
         if old and not overwrite:
-            raise FileExistsError(f"{folder}: holds an earlier nsfwkit {kind} ({', '.join(old[:4])}); "
+            raise FileExistsError(f"{folder}: exists and holds an earlier nsfwkit {kind} ({', '.join(old[:4])}); "
                                   "pass overwrite=True / --overwrite to replace it")
         for debris in folder.glob(_STAGE + "*"):  # of an interrupted run (under the lock: not a live one)
             if debris.is_dir() and not debris.is_symlink() and len(debris.name) == len(_STAGE) + 12:
