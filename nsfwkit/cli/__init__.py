@@ -61,9 +61,11 @@ exit status (every command: 2 = usage error, e.g. bad flags, a missing input, an
   classify    0 every file classified; 1 some files failed (each reported); 2 also: no image files
   prepare     0 manifest written (quarantined files are reported in quarantine.csv, not failures)
   download    0 every URL fetched or already there; 1 some URLs failed (see the report)
-  train       0 model written; 2 also: unusable manifest or a run folder with another config
+  train       0 model written; 1 the run trained 0 steps (nothing saved); 2 also: unusable manifest,
+              missing files (see --skip-missing) or a run folder with another config
   evaluate    0 report written (a target the val split cannot support is stated, not an error);
-              2 also: an empty val/test split, or a val split without NSFW or safe images
+              2 also: an empty val/test split, a val split without NSFW or safe images, or
+              missing files (see --skip-missing)
   demo-data   0 written; 2 also: the folder holds files the kit did not write
   run         0 every stage ran; 1 a stage (notebook cell) failed
   export      0 exported; 1 the conversion failed or the converter is missing
