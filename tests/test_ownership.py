@@ -282,7 +282,13 @@ def test_no_command_changes_a_file_it_did_not_create(tree, prepared, tiny_model_
         for name, argv in commands.items():
             assert cli.main(argv) == 2, name
             assert _snapshot(user) == before, name
-        # a kit folder the user added files to: a rebuild replaces only what the kit wrote
+        # kit folders the user added files to: a rebuild replaces only what the kit wrote
+        prep = tmp / "prep"
+        assert cli.main(commands["prepare"][:3] + [str(prep), "-q"]) == 0
+        _write_tree(prep / "extra", tree)
+        extra = _snapshot(prep / "extra")
+        assert cli.main(commands["prepare"][:3] + [str(prep), "-q"]) == 0
+        assert _snapshot(prep / "extra") == extra
         site = tmp / "site"
         webview.build(site, export_dir=model)
         _write_tree(site / "extra", tree)

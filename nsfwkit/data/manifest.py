@@ -198,7 +198,7 @@ def _path_resolver(folder: Path):
         if os.path.isabs(value):
             return value
         if base == PATH_BASE or not os.path.exists(value):
-            return os.path.join(folder, value)
+            return os.path.abspath(os.path.join(folder, value))
         return value
 
     return resolve
@@ -208,8 +208,9 @@ def read_manifest(path: str | os.PathLike, *, split: str | Sequence[str] | None 
                   resolve: bool = True) -> list[dict]:
     """Rows of a ``manifest.csv`` (all, or those of one or more splits).
 
-    ``resolve``: each row's ``path`` is made openable from the current directory (see
-    :meth:`PreparedDataset.write`); ``False``: as stored in the file.
+    ``resolve``: each row's ``path`` is made openable from anywhere (absolute: see
+    :meth:`PreparedDataset.write`; an older kit's path that exists from the current directory is
+    kept as written); ``False``: as stored in the file.
     """
     path = Path(path)
     if path.is_dir():
