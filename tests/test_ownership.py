@@ -97,6 +97,10 @@ def test_an_older_kits_export_is_recognised_by_content_only(tmp_path):
     assert layout._legacy_export(old)
     (old / "thesis.txt").write_text("mine")
     assert not layout._legacy_export(old)                # anything but the layout: not ours
+    # nor may a one-format exporter (TF.js, TFLite, ONNX) replace such a folder wholesale
+    with pytest.raises(FileExistsError, match="thesis.txt"), layout._atomic_dir(old, overwrite=True):
+        pass
+    assert (old / "thesis.txt").read_text() == "mine"
     (old / "thesis.txt").unlink()
     (old / "export.json").write_text('{"model": "x"}')   # an export.json without the kit's keys
     assert not layout._legacy_export(old)
@@ -182,6 +186,16 @@ def test_train_refuses_missing_files_unless_skipped_and_zero_steps_is_an_error(p
     assert cli.main(["train", str(broken / "manifest.csv"), str(tmp_path / "run0"), "--config", cfg, "-q"]) == 1
     assert "0 steps" in capsys.readouterr().err
     assert not (tmp_path / "run0" / "model.keras").exists()
+
+
+def test_evaluate_refuses_missing_files_with_their_count(prepared, tmp_path, capsys):
+    _, backbone = prepared
+    manifest = _manifest_with_missing(prepared, tmp_path, 2)
+    argv = ["evaluate", str(backbone), str(manifest), "--out", str(tmp_path / "eval"), "--baseline", "none"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nsfwkit evaluate: {manifest} — 2 of ") and "gone/0.png" in err
+    assert not (tmp_path / "eval").exists()
 
 
 # ------------------------------------------------------------------------------------------
