@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .fileio import LOCK_FILE, OWNER_MARKER, folder_kind
+from .fileio import LOCK_FILE, OWNER_MARKER, UnwritableFolderError, folder_kind
 from .zoo import DEFAULT_MODEL
 
 __all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "LEGACY_MARKER", "SiteFolderError", "build",
@@ -203,6 +203,13 @@ def _check_site_folder(out: Path) -> None:
         raise SiteFolderError(
             f"{out}: exists, is not empty and is not a web view built by nsfwkit (no {MARKER}); "
             "refusing to replace it: choose a new or empty folder (default: dist/web/)")
+    if not out.exists():  # fail before exporting a model when the folder cannot even be created
+        try:
+            out.mkdir(parents=True)
+            out.rmdir()
+        except OSError as exc:
+            raise UnwritableFolderError(exc.errno, f"cannot write the output folder here ({exc.strerror or exc})",
+                                        str(out)) from None
 
 
 def build(

@@ -241,6 +241,16 @@ def test_unwritable_prepare_out_fails_before_validating(tmp_path, monkeypatch, c
     assert err.startswith(f"nsfwkit prepare: {out}") and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_unwritable_build_web_out_fails_before_exporting(monkeypatch, capsys):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("build-web exported a model before checking --out")
+
+    monkeypatch.setattr(webview, "default_export", must_not_run)
+    assert cli.main(["build-web", "--out", str(UNWRITABLE)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nsfwkit build-web: {UNWRITABLE} — cannot write") and err.count("\n") == 1
+
+
 def test_unwritable_train_out_is_a_one_line_usage_error(prepared, capsys):
     manifest, backbone = prepared
     assert cli.main(["train", str(manifest), str(UNWRITABLE), "-q", "--config", json.dumps(_config(backbone))]) == 2
