@@ -649,9 +649,10 @@ class TrainingError(RuntimeError):
     """A run that could not train (0 steps): an error, never an untrained model saved."""
 
 
-#: What a run folder of this kit holds (an older kit's, before ownership markers, is recognised by these).
+#: What a run folder of this kit holds (an older kit's, before ownership markers, is recognised by these;
+#: notebook 02 adds its evaluation and history plot).
 _RUN_ENTRIES = frozenset({"model.keras", "model.spec.json", "config.json", "log.csv", "tensorboard",
-                          "checkpoints", "best.weights.h5", fileio.LOCK_FILE})
+                          "checkpoints", "best.weights.h5", "evaluation", "history.png", fileio.LOCK_FILE})
 _RUN_CONFIG_KEYS = frozenset({"config", "class_names", "train_files", "manifest_sha256"})
 #: The kit's names in ``checkpoints/`` (a checkpoint, its staging/old copies, the pointer).
 _CHECKPOINT_NAME = re.compile(r"\.?ckpt-\d{8}-e\d{3}(\.(tmp|old)-[0-9a-f]{12})?"

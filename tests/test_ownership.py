@@ -106,6 +106,24 @@ def test_an_older_kits_export_is_recognised_by_content_only(tmp_path):
     assert not layout._legacy_export(old)
 
 
+def test_older_kits_run_and_prepare_folders_are_recognised_by_content(prepared, tmp_path):
+    from nsfwkit.data.manifest import is_prepared_folder
+
+    old = tmp_path / "run"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "config.json").write_text(json.dumps({k: 0 for k in train._RUN_CONFIG_KEYS}))
+    (old / "model.keras").write_text("x")
+    assert train._legacy_run(old)
+    (old / "config.json").write_text('{"lr": 0.1}')       # the user's own config.json
+    assert not train._legacy_run(old)
+    assert is_prepared_folder(prepared[0].parent)
+    user = tmp_path / "prep"
+    user.mkdir()
+    (user / "manifest.csv").write_text("my,own,columns\n")
+    (user / "summary.json").write_text("{}")
+    assert not is_prepared_folder(user)
+
+
 # ------------------------------------------------------------------------------------------
 # Finding 2: train OUT must be the kit's run folder; --restart deletes only its checkpoints
 # ------------------------------------------------------------------------------------------
