@@ -627,8 +627,6 @@ def train(
     config = _as_config(config)
     run_dir = Path(run_dir)
     splits, missing = _read_splits(manifest, config, skip_missing=skip_missing)
-    if missing and verbose:
-        print(f"skipped {len(missing)} missing files of {manifest} (--skip-missing)", flush=True)
     devices = _Devices.detect(config)
     with _run_folder(run_dir, chief=is_chief(devices.strategy)):
         out_dir, saved_state = _open_run_folder(run_dir, manifest, config, splits, devices, resume=resume)
