@@ -12,7 +12,7 @@ refused, and a rebuild replaces only the entries a build wrote (a file the user 
 folder is locked while it is built. Its content::
 
     .nsfwkit.json  the marker: this folder is a site built by nsfwkit, with the entries it wrote
-    index.html app.js classifier.js style.css   the page (from nsfwkit/web/)
+    index.html app.js classifier.js motion.js style.css   the page (from nsfwkit/web/)
     vendor/    tf.min.js, tf-backend-wasm.min.js and its three .wasm binaries, copied from
                node_modules at build time, so the page works offline
     model/     the model as a float32 TF.js graph model (from an export folder, or exported
@@ -60,7 +60,7 @@ def site_dir() -> Path:
     """The default site folder, ``dist/web/``."""
     return paths.dist_dir() / "web"
 
-PAGE_FILES = ("index.html", "app.js", "classifier.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "classifier.js", "motion.js", "style.css")
 #: node_modules-relative sources of the vendored TF.js files.
 VENDOR_FILES = {
     "tf.min.js": "@tensorflow/tfjs/dist/tf.min.js",

@@ -1,6 +1,7 @@
 // The nsfwkit web view: an in-browser classifier and galleries of the visualisation manifests.
 // Static: reads site.json, the model and the manifests from its own origin; never uploads.
 import * as clf from "./classifier.js";
+import * as motion from "./motion.js";
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
@@ -133,6 +134,7 @@ function renderResult(summary, info, ms) {
 async function classifyFile(file) {
   $("error").hidden = true;
   if (!state.model) return showError("The model is not loaded.");
+  if (await classifyMoving(file)) return;
   let pixels;
   try {
     pixels = await decode(file);
@@ -171,6 +173,91 @@ function initClassifier() {
     const file = e.dataTransfer.files[0];
     if (file) classifyFile(file);
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving pictures: animations and videos, judged by their worst frame (sampling: motion.js)
+// ---------------------------------------------------------------------------------------------
+function motionNote(text) {
+  $("motion-note").textContent = text;
+  $("motion-note").hidden = false;
+}
+
+/** Classify every sampled frame; keep the worst frame's pixels. */
+async function classifyFrames(clip) {
+  const rows = [];
+  let worst = null;
+  let ms = 0;
+  for await (const frame of clip.frames) {
+    const t0 = performance.now();
+    const summary = await clf.classify(tf, state.model, frame.pixels, state.info);
+    ms += performance.now() - t0;
+    rows.push({ index: frame.index, time: frame.time, nsfwScore: summary.nsfwScore, summary });
+    if (worst === null || summary.nsfwScore > worst.summary.nsfwScore) {
+      if (worst) worst.pixels.dispose();
+      worst = { pixels: frame.pixels, summary, row: rows.length - 1 };
+    } else {
+      frame.pixels.dispose();
+    }
+  }
+  return { rows, worst, ms };
+}
+
+function renderMotion(file, clip, { rows, worst, ms }) {
+  const box = $("motion");
+  const w = rows[worst.row];
+  const where = `${w.index === null ? "" : `frame ${w.index} `}@ ${w.time.toFixed(2)} s`;
+  const perFrame = ms / rows.length;
+  $("motion-summary").textContent = `Worst of ${rows.length} frames: ${where} — NSFW score ` +
+    `${w.nsfwScore.toFixed(3)}${clip.state.truncated ? ` (${clip.state.truncated})` : ""}`;
+  motion.drawStrip($("strip"), rows, worst.row, state.info.threshold);
+  Object.assign(box.dataset, {
+    source: clip.source, worstIndex: String(w.index), worstTime: String(w.time), msPerFrame: String(perFrame),
+    truncated: clip.state.truncated ?? "",
+    frames: JSON.stringify(rows.map((r) => ({ index: r.index, time: r.time, nsfw: r.nsfwScore, probs: r.summary.probs }))),
+  });
+  box.hidden = false;
+  renderResult(w.summary, state.info, ms);
+  $("timing").textContent = `${rows.length} frames, ${perFrame.toFixed(0)} ms per frame in this browser ` +
+    `(the table and the image: the worst frame)`;
+}
+
+/** Classify an animation or a video frame by frame; false when `file` is a still (or cannot be
+ * read as frames here: then only its first frame is classified, and the page says so). */
+async function classifyMoving(file) {
+  $("motion").hidden = true;
+  $("motion-note").hidden = true;
+  const kind = motion.movingKind(file);
+  if (!kind) return false;
+  if (kind === "animation" && !motion.hasImageDecoder()) {
+    motionNote("This browser has no ImageDecoder (WebCodecs, secure pages only): if this image is animated, " +
+      "only its first frame was classified.");
+    return false;
+  }
+  const started = performance.now();
+  let clip;
+  try {
+    clip = kind === "video" ? await motion.videoFrames(tf, file) : await motion.animationFrames(tf, file);
+  } catch (err) {
+    showError(`${file.name}: cannot decode this ${kind} (${err.message || err}).`);
+    return true;
+  }
+  if (!clip) return false;   // one frame: a still image
+  let result = null;
+  try {
+    result = await classifyFrames(clip);
+    if (!result.rows.length) throw new Error("no frame could be decoded");
+    $("cam-figure").hidden = true;   // Grad-CAM: still images only
+    await drawPreview(result.worst.pixels, $("preview"));
+    renderMotion(file, clip, result);
+    $("motion").dataset.wallMs = String(performance.now() - started);   // decoding included
+    document.body.dataset.classified = file.name;
+  } catch (err) {
+    showError(`${file.name}: ${err.message || err}`);
+  } finally {
+    if (result?.worst) result.worst.pixels.dispose();
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
