@@ -50,7 +50,7 @@ def _print_runtimes(result) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .. import convert, zoo
+    from .. import convert, fileio, zoo
     from ..convert import formats
 
     try:
@@ -67,7 +67,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                 calibration=args.calibration,
                                 overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
                                 precision_plan=args.precision_plan == "measured")
-    except (FileExistsError, NotADirectoryError) as exc:   # refused output folder: usage
+    except (FileExistsError, NotADirectoryError, fileio.UnwritableFolderError) as exc:   # refused --out: usage
         raise from_exception(exc, args.out) from None
     except formats.FormatError as exc:
         raise CommandError(exc.option, str(exc)) from None
@@ -106,13 +106,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_web(args: argparse.Namespace) -> int:
-    from .. import webview, zoo
+    from .. import fileio, webview, zoo
 
     out = args.out or webview.site_dir()
     try:
         index = webview.build(args.out, model=args.model, export_dir=args.export,
                               galleries_from=args.galleries, run_dir=args.run)
-    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError) as exc:   # SiteFolderError included
+    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError,
+            fileio.UnwritableFolderError) as exc:   # SiteFolderError included
         raise from_exception(exc, out) from None
     except (OSError, ValueError) as exc:
         raise from_exception(exc, out, code=FAILED) from None
@@ -167,7 +168,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "build-web", help="build the static web view into dist/web/",
         description="Build the page, vendored TF.js, the model and the galleries into a folder of its "
-                    "own (default dist/web/), replacing only a previous build (marked .nsfwkit-site).")
+                    "own (default dist/web/), replacing only what a previous build wrote there (marked .nsfwkit.json).")
     p.add_argument("--out", default=None, help="site folder (default: dist/web/; must be new, empty or a "
                                                "previous build)")
     p.add_argument("--model", default=DEFAULT_MODEL,

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .. import fileio
 from ..fileio import write_json
 from ..spec import NSFWJS_CLASSES, ModelSpec
 from . import formats as _formats
 from ._converter import _import_converter, _quiet_tf
 from .builder import inference_model
-from .layout import ExportResult, _atomic_dir, _quant, size_table
+from .layout import ExportResult, _legacy_export, _quant, size_table
 from .precision import _PrecisionPlanner
 from .saved_model import export_saved_model
 from .tfjs import _export_tfjs
@@ -48,8 +49,8 @@ def export(
 
     Args:
         model: a Keras classifier taking raw RGB 0-255 (not modified).
-        out_dir: the export folder (layout in :mod:`nsfwkit.convert`'s docstring); built under a temporary
-            name and moved into place when complete.
+        out_dir: the export folder (layout in :mod:`nsfwkit.convert`'s docstring); each entry is built
+            under a temporary name and moved into place when complete.
         spec: the model's :class:`~nsfwkit.spec.ModelSpec`.
         quantizations: precisions, each made in every chosen format that has it
             (:data:`~nsfwkit.convert.formats.PRECISIONS`: TF.js ``float32``/``none``, ``float16``,
@@ -59,8 +60,10 @@ def export(
         nsfwjs: also write ``nsfwjs/<q>/`` (input 0-1; only with the ``tfjs`` format). Default:
             only when the classes are nsfwjs's five, in its order (nsfwjs hard-codes their names).
         nsfwjs_quantizations: quantisations of the nsfwjs flavour (default: ``quantizations``).
-        overwrite: replace an existing ``out_dir`` that is an nsfwkit export (holds
-            ``export.json``); any other non-empty folder is refused even with ``overwrite``.
+        overwrite: replace the kit's entries of an earlier export in ``out_dir`` (one by one; the
+            user's own files there stay). ``out_dir`` must be new, empty, or an nsfwkit export
+            folder (its ``.nsfwkit.json`` marker, or an older kit's export holding nothing else);
+            anything else is refused, even with ``overwrite``. Locked while written.
         progress: show a progress bar (default: when stderr is a terminal).
         precision_plan: ``True`` (default): quantised exports are the measured mixed-precision
             plan (within :data:`TOLERANCES`, larger files). ``False``: pure quantisation, every
@@ -102,7 +105,7 @@ def export(
              + runtime_steps)
     bar = progress_bar(total=steps, desc=f"export {spec.name}", unit="step",
                        disable=not (progress if progress is not None else sys.stderr.isatty()))
-    with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with fileio.replace_owned(out_dir, "export", overwrite=overwrite, legacy=_legacy_export) as tmp:
         t0 = time.perf_counter()
         export_saved_model(model, tmp / "saved_model", spec=spec)
         seconds["saved_model"] = time.perf_counter() - t0
