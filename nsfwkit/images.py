@@ -44,6 +44,7 @@ __all__ = [
     "read_file",
     "check_input_file",
     "PixelBudget",
+    "header_pixels",
     "DECODE_PIXELS",
 ]
 
@@ -280,6 +281,16 @@ def _open_image(data: bytes, *, path=None, max_pixels: int = MAX_PIXELS):
             raise
     _check_size(path, *im.size, max_pixels)
     return im
+
+
+def header_pixels(data: bytes, *, path=None, max_pixels: int = MAX_PIXELS) -> int:
+    """``width * height`` from the image header, nothing decoded (what :class:`PixelBudget` holds).
+
+    Raises:
+        ImageError: as :func:`decode_image` would, before decoding.
+    """
+    im = _open_image(data, path=path, max_pixels=max_pixels)
+    return im.width * im.height
 
 
 def decode_image(
