@@ -511,7 +511,7 @@ class Writer:
 
     def write(self, result: Result) -> None:
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+            self.stream.write(_json_line(result.to_dict()))
         elif self.fmt == "csv":
             names = name_fields(result.path)
             if result.ok:
@@ -539,13 +539,23 @@ class Writer:
         <reason>`` in the CSV error column, a ``SKIPPED`` line in the table."""
         names = name_fields(entry.path)
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps({**names, "skipped": entry.reason}, ensure_ascii=False) + "\n")
+            self.stream.write(_json_line({**names, "skipped": entry.reason}))
         elif self.fmt == "csv":
             empty = [""] * (2 + len(self.class_names) + (self.threshold is not None) + self.frames * len(_FRAME_KEYS))
             self._csv.writerow([names["path"], *empty, f"skipped: {entry.reason}", names.get("path_bytes", "")])
         else:
             self.stream.write(f"{'SKIPPED':>9}  {entry.reason}  {display_path(entry.path)}\n")
         self.stream.flush()
+
+
+#: Characters JSON leaves raw that a terminal may obey (DEL, C1 controls, bidi controls): written as
+#: ``\uXXXX`` escapes, which decode to the same text.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x61C, 0x200E, 0x200F, 0x2028, 0x2029,
+                                            *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def _json_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False).translate(_JSON_ESCAPES) + "\n"
 
 
 def _csv_value(value) -> str:
@@ -607,4 +617,4 @@ def write_results(results: Iterable[Result], path: str | os.PathLike) -> Path:
     """Write results as JSON lines (the ``--format jsonl`` schema), atomically; return the path."""
     from .fileio import write_text
 
-    return write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results))
+    return write_text(path, "".join(_json_line(r.to_dict()) for r in results))

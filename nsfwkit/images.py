@@ -380,9 +380,13 @@ def read_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> bytes:
         raise ImageError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise _os_error(path, exc) from None
+    try:
+        _check_regular(path, os.fstat(fd), max_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as file:
         try:
-            _check_regular(path, os.fstat(fd), max_bytes)
             data = file.read(max_bytes + 1)
         except OSError as exc:
             raise _os_error(path, exc) from None

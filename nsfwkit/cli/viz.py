@@ -9,7 +9,6 @@ Writes ``<out>/filters/`` and ``<out>/activation/`` (default ``dist/``), each wi
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..viz.cam import METHODS as CAM_METHODS
 from ..zoo import DEFAULT_MODEL
@@ -68,8 +67,14 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CommandError("--steps", "must be >= 0")
     if args.score_cam_channels < 0 or args.channels < 0:
         raise CommandError("--score-cam-channels and --channels", "must be >= 0")
-    if args.image is not None and not os.path.exists(args.image):
-        raise CommandError(args.image, "no such file", code=FAILED)
+    if args.image is not None:
+        from ..images import ImageError
+        from ..inputs import check_input_file
+
+        try:  # the discovery rule of classify and prepare: a regular file (never a FIFO or a device)
+            check_input_file(args.image)
+        except ImageError as exc:
+            raise CommandError(exc.path, exc.reason, code=FAILED) from None
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
