@@ -318,7 +318,7 @@ def decode_image(
     with _PillowErrors(path):
         im.load()  # animations (GIF, APNG, WebP) and multi-page TIFFs: the first frame, as opened
         im = _gif_first_frame(im)
-        im = ImageOps.exif_transpose(im) or im
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a large picture (finding 11)
         return _to_rgb(im, background)
 
 
