@@ -83,7 +83,7 @@ def _prepare(args) -> int:
     for w in ds.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if ds.skipped:
-        print(f"{skipped_summary(ds.skipped)} (not image files; counted in summary.json)", file=sys.stderr)
+        print(f"{skipped_summary(ds.skipped)} (left out of the dataset; counted in summary.json)", file=sys.stderr)
     for r in ds.quarantine[:20]:
         print(f"  quarantined: {display_path(r.path)}: {r.reason}", file=sys.stderr)
     print(f"manifest: {display_path(files['manifest'])}")
