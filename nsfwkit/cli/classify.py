@@ -44,8 +44,7 @@ def _one_line_warnings(prog: str):
     Yields a function that prints the warnings caught so far (call it as work goes on).
     """
     shown: set = set()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:  # the filters in force decide what is shown
 
         def flush() -> None:
             while caught:
