@@ -260,3 +260,23 @@ def test_visualize_refuses_a_fifo_before_loading_a_model(tmp_path, capsys, monke
     os.mkfifo(tmp_path / "pipe.png")
     assert cli.main(["visualize", "--image", str(tmp_path / "pipe.png"), "--out", str(tmp_path / "out")]) == 1
     assert "pipe.png — not a regular file" in capsys.readouterr().err
+
+
+def test_training_reads_non_utf8_names_back_to_the_same_files(tmp_path):
+    """Finding 6: train/evaluate read manifest.csv back: the digest and tf.data decode such names."""
+    from nsfwkit.data import prepare
+    from nsfwkit.data.manifest import manifest_arrays
+    from nsfwkit.data.tfdata import decode_dataset
+    from nsfwkit.train import manifest_digest
+
+    for name in ("neutral", "porn"):
+        (tmp_path / "ds" / name).mkdir(parents=True)
+        for k in range(5):
+            save_png(tmp_path / "ds" / name / f"{k}.png", seed=10 * len(name) + k)
+    save_png(os.path.join(os.fsencode(tmp_path), b"ds/porn", NON_UTF8), seed=99)
+    prepare(tmp_path / "ds", progress=False).write(tmp_path / "out")
+    assert len(manifest_digest(tmp_path / "out")) == 64
+    paths = [p for split in ("train", "val", "test") for p in manifest_arrays(tmp_path / "out", split)[0]]
+    assert NON_UTF8 in [os.fsencode(os.path.basename(p)) for p in paths]
+    indices = [int(i) for i, _ in decode_dataset(paths, image_size=8, cache=False)]
+    assert indices == list(range(len(paths)))  # none dropped: every file decoded
