@@ -10,14 +10,16 @@ the kit's marker file :data:`MARKER` (written by every build), so ``--out`` poin
 folder is refused. Its content::
 
     .nsfwkit-site  the marker: this folder is a site built by nsfwkit (safe to replace)
-    index.html app.js classifier.js style.css   the page (from nsfwkit/web/)
+    index.html app.js classifier.js motion.js style.css   the page (from nsfwkit/web/)
     vendor/    tf.min.js, tf-backend-wasm.min.js and its three .wasm binaries, copied from
                node_modules at build time, so the page works offline
     model/     the model as a float32 TF.js graph model (from an export folder, or exported
                now into the cache)
     filters/ activation/ cam/   gallery folders copied from a run folder, a galleries folder,
                or ``dist/`` (where ``nsfwkit visualize`` writes by default): see :func:`build`
-    site.json  what the page should load: the model and the gallery manifests that exist
+    site.json  what the page should load: the model and the gallery manifests that exist, and
+               the explanation methods (``nsfwkit.viz.attributions.ALL_METHODS``: the page
+               computes Grad-CAM, gradients and SmoothGrad and lists the others as Python's)
 
 The site is self-contained (copy the folder to any static host). Folders get the mode a plain
 ``mkdir`` gives, so another user (a web server) can read a copy.
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .viz.attributions import ALL_METHODS
 from .zoo import DEFAULT_MODEL
 
 __all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "SiteFolderError", "build",
@@ -55,7 +58,7 @@ def site_dir() -> Path:
     """The default site folder, ``dist/web/``."""
     return paths.dist_dir() / "web"
 
-PAGE_FILES = ("index.html", "app.js", "classifier.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "classifier.js", "motion.js", "style.css")
 #: node_modules-relative sources of the vendored TF.js files.
 VENDOR_FILES = {
     "tf.min.js": "@tensorflow/tfjs/dist/tf.min.js",
@@ -272,6 +275,7 @@ def build(
             "model": "model/model.json",
             "model_metadata": model_meta.get("userDefinedMetadata", {}).get("nsfwkit", {}),
             "galleries": galleries,
+            "explanation_methods": list(ALL_METHODS),  # the page computes some, lists the rest as Python's
         }
         (stage / "site.json").write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
         for folder, dirs, _ in os.walk(stage):

@@ -112,6 +112,9 @@ class ExportResult:
         precision: ``"tfjs"``/``"nsfwjs"`` -> quantisation -> the measured storage plan
             (:meth:`_PrecisionPlanner.plan`): per-dtype tensor counts, weight bytes, the
             calibration error, and ``levels`` (weight name -> ``uint8``/``float16``/``float32``).
+        tflite: precision -> TFLite folder (``model.tflite``, ``spec.json``); may be empty.
+        onnx: precision -> ONNX folder (``model.onnx``, ``spec.json``); may be empty.
+        not_made: requested format/precision pairs that do not exist (``{format, precision, reason}``).
     """
 
     out_dir: Path
@@ -121,6 +124,9 @@ class ExportResult:
     sizes: list[dict[str, Any]]
     seconds: dict[str, float]
     precision: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    tflite: dict[str, Path] = dataclasses.field(default_factory=dict)
+    onnx: dict[str, Path] = dataclasses.field(default_factory=dict)
+    not_made: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         rel = lambda p: str(Path(p).relative_to(self.out_dir))  # noqa: E731
@@ -128,6 +134,8 @@ class ExportResult:
             "saved_model": rel(self.saved_model),
             "tfjs": {q: rel(p) for q, p in self.tfjs.items()},
             "nsfwjs": {q: rel(p) for q, p in self.nsfwjs.items()},
+            "tflite": {q: rel(p) for q, p in self.tflite.items()},
+            "onnx": {q: rel(p) for q, p in self.onnx.items()},
             "sizes": self.sizes,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
