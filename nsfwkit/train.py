@@ -532,7 +532,8 @@ def manifest_digest(manifest: str | os.PathLike) -> str:
     rows = _data.read_manifest(manifest, split=_data.SPLITS)
     digest = hashlib.sha256()
     for r in sorted(rows, key=lambda r: (r["split"], r["path"], r["class"])):
-        digest.update("\t".join((r["path"], r["class"], r["split"], r.get("sha256", ""))).encode())
+        row = "\t".join((r["path"], r["class"], r["split"], r.get("sha256", "")))
+        digest.update(row.encode("utf-8", "surrogateescape"))  # a non-UTF-8 file name: its own bytes
         digest.update(b"\n")
     return digest.hexdigest()
 

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..inputs import display_path, skipped_summary
 from ..zoo import DEFAULT_MODEL
 from .errors import FAILED, OK, from_exception
 
@@ -99,9 +100,11 @@ def _prepare_into(args) -> int:
           f"{s['label_conflicts']} label conflicts; splits {s['splits']}")
     for w in ds.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if ds.skipped:
+        print(f"{skipped_summary(ds.skipped)} (left out of the dataset; counted in summary.json)", file=sys.stderr)
     for r in ds.quarantine[:20]:
-        print(f"  quarantined: {r.path}: {r.reason}", file=sys.stderr)
-    print(f"manifest: {files['manifest']}")
+        print(f"  quarantined: {display_path(r.path)}: {r.reason}", file=sys.stderr)
+    print(f"manifest: {display_path(files['manifest'])}")
     return 0  # quarantined files are reported (quarantine.csv), not a failure: `prepare && train` chains
 
 

@@ -16,7 +16,6 @@ of a copy whose top weighted layer is re-initialised and flags the methods whose
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..viz.attributions import ALL_METHODS
 from ..viz.cam import METHODS as CAM_METHODS
@@ -90,8 +89,14 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CommandError("--score-cam-channels and --channels", "must be >= 0")
     if args.faithfulness_steps < 2:
         raise CommandError("--faithfulness-steps", "must be at least 2")
-    if args.image is not None and not os.path.exists(args.image):
-        raise CommandError(args.image, "no such file", code=FAILED)
+    if args.image is not None:
+        from ..images import ImageError
+        from ..inputs import check_input_file
+
+        try:  # the discovery rule of classify and prepare: a regular file (never a FIFO or a device)
+            check_input_file(args.image)
+        except ImageError as exc:
+            raise CommandError(exc.path, exc.reason, code=FAILED) from None
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:

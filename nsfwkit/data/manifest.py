@@ -56,6 +56,7 @@ class PreparedDataset:
     empty_classes: list[str]
     warnings: list[str]
     params: dict[str, Any]
+    skipped: list = dataclasses.field(default_factory=list)  # nsfwkit.inputs.Skipped: entries left out
 
     @property
     def valid(self) -> list[Record]:
@@ -98,6 +99,7 @@ class PreparedDataset:
             "valid": len(self.valid),
             "quarantined": len(self.quarantine),
             "ignored": len(self.ignored),
+            "skipped": _reason_counts(self.skipped),
             "empty_classes": list(self.empty_classes),
             "duplicate_groups": len(dup),
             "files_in_duplicate_groups": sum(len(v) for v in dup.values()),
@@ -171,7 +173,43 @@ def is_prepared_folder(folder: str | os.PathLike) -> bool:
     return tuple(header) == MANIFEST_FIELDS and isinstance(summary, dict) and {"class_names", "counts"} <= set(summary)
 
 
+def _reason_counts(skipped) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in skipped:
+        counts[entry.reason] = counts.get(entry.reason, 0) + 1
+    return counts
+
+
+#: CSV columns holding file names: a name that is not valid UTF-8 is written as its escaped form,
+#: with its exact bytes in ``<column>_bytes`` (base64; the column exists only when needed).
+_NAME_COLUMNS = ("path", "nearest")
+
+
+def _name_rows(fields: Sequence[str], rows: list[dict]) -> tuple[list[str], list[dict]]:
+    from ..inputs import name_fields
+
+    fields, out = list(fields), []
+    for row in rows:
+        row = dict(row)
+        for key in _NAME_COLUMNS:
+            if row.get(key):
+                row.update(name_fields(row[key], key))
+        out.append(row)
+    extra = [f"{k}_bytes" for k in _NAME_COLUMNS if k in fields and any(f"{k}_bytes" in r for r in out)]
+    return fields + extra, out
+
+
+def _exact_names(row: dict) -> dict:
+    from ..inputs import name_from_fields
+
+    for key in _NAME_COLUMNS:
+        if row.get(f"{key}_bytes"):
+            row[key] = name_from_fields(row, key)
+    return row
+
+
 def _write_csv(path: Path, fields: Sequence[str], rows: list[dict]) -> Path:
+    fields, rows = _name_rows(fields, rows)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(fields))
         writer.writeheader()
@@ -218,7 +256,7 @@ def read_manifest(path: str | os.PathLike, *, split: str | Sequence[str] | None 
     if not path.is_file():
         raise DatasetError(f"{path}: manifest not found; run `nsfwkit prepare` (notebook 01) first")
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [_exact_names(row) for row in csv.DictReader(fh)]
     missing = {"path", "class", "split"} - set(rows[0] if rows else MANIFEST_FIELDS)
     if missing:
         raise DatasetError(f"{path}: not a manifest (missing columns {sorted(missing)})")
