@@ -121,7 +121,8 @@ def test_prepare_writes_and_reads_back_non_utf8_names_and_skips_fifos(tmp_path, 
     assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
     text = (tmp_path / "out" / "manifest.csv").read_bytes().decode("utf-8")  # valid UTF-8
     row = next(r for r in csv.DictReader(text.splitlines()) if r.get("path_bytes"))
-    assert base64.b64decode(row["path_bytes"]) == exact and "\n" not in row["path"]
+    stored = base64.b64decode(row["path_bytes"])  # relative to the manifest's folder (issue 9, finding 3)
+    assert os.path.normpath(os.path.join(os.fsencode(tmp_path / "out"), stored)) == exact and "\n" not in row["path"]
     assert os.fsencode(next(r["path"] for r in read_manifest(tmp_path / "out") if "bad" in r["path"])) == exact
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["valid"] == 9
