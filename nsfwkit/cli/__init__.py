@@ -24,13 +24,13 @@ import argparse
 import os
 import sys
 
-from . import classify, convert, data, models, run, viz
+from . import classify, convert, data, models, results, run, viz
 from .errors import FAILED, USAGE, CommandError, from_argparse, from_exception, report
 
 __all__ = ["main", "build_parser", "CommandError"]
 
 #: The command groups, in ``nsfwkit --help`` order.
-_GROUPS = (classify, run, models, data, convert, viz)
+_GROUPS = (classify, results, run, models, data, convert, viz)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,6 +12,7 @@ import sys
 from ..classify import FORMATS, FRAME_MODES
 from ..zoo import DEFAULT_MODEL
 from .errors import FAILED, OK, CommandError, from_exception, report
+from .results import add_out_arguments
 
 __all__ = ["register"]
 
@@ -42,6 +43,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     except (zoo.ModelNotFoundError, ValueError) as exc:
         raise from_exception(exc, args.model) from None
     nsfw_classes = _nsfw_classes(args, spec)
+    if args.out is not None:
+        from .results import classify_out
+
+        args.loaded_model = model
+        return classify_out(args, args.model, spec, nsfw_classes)
     threshold = args.threshold
     writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold, frames=args.frames is not None)
     total = failed = flagged = 0
@@ -86,4 +92,5 @@ def register(subparsers) -> None:
     p.add_argument("--unsafe-load", action="store_true",
                    help="load model files outside Keras safe mode (only for files you trust)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_out_arguments(p)
     p.set_defaults(func=_cmd_classify)
