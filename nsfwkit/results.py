@@ -357,7 +357,8 @@ def classify_to(
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     model = DEFAULT_MODEL if model is None else model
     source = model
-    model, spec = _resolve_model(model, spec, options.get("safe_mode", True))
+    if engine == "local" or spec is None:  # the Ray actors load the model; the driver needs only a spec
+        model, spec = _resolve_model(model, spec, options.get("safe_mode", True))
     spec = _with_nsfw_classes(spec, nsfw_classes, threshold)
     sampling = {k: options.get(k) for k in ("fps", "every", "max_frames", "max_seconds") if options.get(k) is not None}
     settings = {"model": spec.name, "class_names": list(spec.class_names), "nsfw_classes": list(spec.nsfw_classes),

@@ -167,12 +167,13 @@ def classify_groups(files: Sequence[str | os.PathLike], *, model: Any, spec, thr
                     gpu: bool = False, num_cpus: int | None = None, input_scale: float | None = None,
                     safe_mode: bool = True, progress: bool = False, fps: float | None = None,
                     every: int | None = None, max_frames: int | None = None,
-                    max_seconds: float | None = None) -> Iterator[list]:
+                    max_seconds: float | None = None, workers: int | None = None) -> Iterator[list]:
     """Classify ``files`` on Ray; yield each input's results (one, or one per frame) as one list.
 
     Inputs come back in completion order, not input order. ``model`` must be a pretrained name or
     a model file (each actor loads it); ``spec`` is the driver's (class names, NSFW classes).
-    ``progress`` is accepted for the local engine's signature and ignored.
+    ``progress`` and ``workers`` (decoding threads) are the local engine's and ignored here: Ray
+    schedules the decoding tasks.
     """
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError("--engine ray loads the model in each actor: give a pretrained name or a model file")
