@@ -257,7 +257,7 @@ def _done_keys(folder: Path, record: dict) -> dict[str, dict]:
     pa = _pa()
     done: dict[str, dict] = {}
     for entry in record["shards"]:
-        table = pa.parquet.read_table(folder / entry["name"], columns=["path", "size", "mtime_ns", "sha256"])
+        table = pa.parquet.read_table(folder / entry["name"], columns=["path", "size", "mtime_ns", "sha256", "error"])
         for row in table.to_pylist():
             done[row["path"]] = row
     return done
@@ -269,7 +269,8 @@ def results_open(folder: str | os.PathLike, settings: dict, files: Iterable[str 
     """Claim and lock ``folder`` and plan a (resumed) run over ``files``.
 
     Yields ``(writer, plan)``: ``plan["todo"]`` is ``[(path, key)]`` of the inputs to classify (new,
-    changed, or in a bad shard), ``plan["done"]`` how many are skipped, ``plan["removed"]`` the
+    changed, or in a bad shard), ``plan["done"]`` how many are skipped (``plan["done_failed"]`` of
+    them recorded with an error), ``plan["removed"]`` the
     recorded paths not among ``files``, ``plan["problems"]`` one line per bad shard deleted.
     ``settings`` (model, classes, threshold, frame mode...) must equal the folder's, else
     :class:`ResultsFolderError`. Call ``writer.finish(...)`` at the end; a run that stops early
@@ -287,7 +288,7 @@ def results_open(folder: str | os.PathLike, settings: dict, files: Iterable[str 
             raise ResultsFolderError(f"{folder}: {problem}; use the same options or another folder")
         problems = _check_shards(folder, record)
         done = _done_keys(folder, record)
-        todo, skipped, seen = [], 0, set()
+        todo, skipped, failed_before, seen = [], 0, 0, set()
         for path in files:
             name = str(path)
             if name in seen:
@@ -296,12 +297,13 @@ def results_open(folder: str | os.PathLike, settings: dict, files: Iterable[str 
             key = file_key(path, verify=verify)
             if name in done and _same_key(done[name], key, verify):
                 skipped += 1
+                failed_before += done[name]["error"] is not None
             else:
                 todo.append((path, key))
         removed = sorted(set(done) - seen)
         _save(folder, record)
         yield ShardWriter(folder, record, rows_per_shard=rows_per_shard), {
-            "todo": todo, "done": skipped, "removed": removed, "problems": problems}
+            "todo": todo, "done": skipped, "done_failed": failed_before, "removed": removed, "problems": problems}
 
 
 def _per_input(results: Iterable) -> Iterator[list]:
@@ -343,8 +345,9 @@ def classify_to(
     sees each new result as it is recorded.
 
     Returns:
-        ``{"classified", "failed", "flagged", "skipped", "removed", "problems", "folder_errors"}``:
-        the inputs classified now (``failed`` of them errors), skipped as already done, the
+        ``{"classified", "failed", "flagged", "skipped", "skipped_failed", "removed", "problems",
+        "folder_errors"}``: the inputs classified now (``failed`` of them errors), skipped as already
+        done (``skipped_failed`` of them recorded with an error), the
         recorded paths no longer among the inputs, and the bad shards that were redone.
     """
     from .classify import _resolve_model, _with_nsfw_classes
@@ -389,5 +392,6 @@ def classify_to(
                 if on_result is not None:
                     on_result(result)
         writer.finish(inputs=len(keys) + plan["done"], removed=plan["removed"])
-    return {**counts, "skipped": plan["done"], "removed": plan["removed"], "problems": plan["problems"],
+    return {**counts, "skipped": plan["done"], "skipped_failed": plan["done_failed"], "removed": plan["removed"],
+            "problems": plan["problems"],
             "folder_errors": folder_errors}

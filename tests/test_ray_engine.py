@@ -103,3 +103,13 @@ def test_ray_equals_local_with_the_default_model(ray_session, default_model, inp
     classify_to(tmp_path / "out", [inputs], model="mobilenet_v2", engine="ray", ray_options={"actors": 1})
     got = by_path(read_results(tmp_path / "out"))
     assert max_prob_difference(got, by_path(classify([inputs], model=model, spec=spec))) <= 1e-5
+
+
+def test_cli_engine_ray(ray_session, tiny, inputs, tmp_path):
+    from nsfwkit import cli
+
+    out = tmp_path / "out"
+    args = ["classify", str(inputs), "--model", str(tiny), "--out", str(out), "--engine", "ray", "--actors", "1", "-q"]
+    assert cli.main(args) == 1  # the broken file
+    assert len(by_path(read_results(out))) == 26
+    assert cli.main(args) == 1  # resumed: nothing left to do, but the folder still holds the failure

@@ -1,7 +1,7 @@
 """``classify --out DIR`` (resumable Parquet shards, ``--engine ray``) and ``nsfwkit results DIR``.
 
-Exit status as ``classify``: 0 every input classified, 1 some failed, 2 usage error (including a
-refused or busy ``--out`` folder).
+Exit status as ``classify``: 0 every input classified, 1 some failed (in this run or, for inputs a
+resumed run skipped, in an earlier one), 2 usage error (including a refused or busy ``--out`` folder).
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes
     if not args.quiet:
         extra = f", {run['flagged']} flagged at threshold {args.threshold}" if args.threshold is not None else ""
         print(f"nsfwkit classify: {run['classified'] - run['failed']} classified, {run['failed']} failed, "
-              f"{run['skipped']} already done, {len(run['removed'])} removed since the last run{extra} "
+              f"{run['skipped']} already done ({run['skipped_failed']} of them failed), "
+              f"{len(run['removed'])} removed since the last run{extra} "
               f"(model {spec.name}) -> {args.out}", file=sys.stderr)
-    return FAILED if run["failed"] or run["folder_errors"] else OK
+    return FAILED if run["failed"] or run["skipped_failed"] or run["folder_errors"] else OK
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
