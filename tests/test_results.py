@@ -149,6 +149,8 @@ def test_results_command(images, tiny, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) - 1 == sum(bool(r.get("flagged")) for r in rows)
     assert cli.main(["results", str(images)]) == 2
+    assert cli.main(["classify", str(images), "--model", str(tiny), "--engine", "ray"]) == 2  # no --out
+    assert "--engine — needs --out DIR" in capsys.readouterr().err
     (images / "broken.jpg").unlink()
     assert cli.main(["classify", str(images), "--model", str(tiny), "--out", str(out), "--threshold", "0.5",
                      "-q"]) == 0  # the failed input is gone: every current input classified

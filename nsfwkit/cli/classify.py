@@ -12,7 +12,7 @@ import sys
 from ..classify import FORMATS, FRAME_MODES
 from ..zoo import DEFAULT_MODEL
 from .errors import FAILED, OK, CommandError, from_exception, report
-from .results import add_out_arguments
+from .results import add_out_arguments, check_out_arguments
 
 __all__ = ["register"]
 
@@ -38,6 +38,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         raise CommandError("--batch-size", f"must be between 1 and 1024, got {args.batch_size}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise CommandError("--threshold", f"must be between 0 and 1, got {args.threshold}")
+    check_out_arguments(args)
     try:
         model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load, input_scale=args.input_scale)
     except (zoo.ModelNotFoundError, ValueError) as exc:

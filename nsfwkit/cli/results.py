@@ -11,7 +11,7 @@ import sys
 
 from .errors import FAILED, OK, CommandError, from_exception, report
 
-__all__ = ["register", "add_out_arguments", "classify_out"]
+__all__ = ["register", "add_out_arguments", "check_out_arguments", "classify_out"]
 
 
 def add_out_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,16 @@ def add_out_arguments(p: argparse.ArgumentParser) -> None:
                    help="--engine ray: a Ray cluster to join (e.g. 10.0.0.1:6379 or auto); default: embedded local Ray")
     g.add_argument("--actors", type=int, default=1, help="--engine ray: model actors (each loads the model once)")
     g.add_argument("--gpu", action="store_true", help="--engine ray: one GPU per model actor")
+
+
+def check_out_arguments(args: argparse.Namespace) -> None:
+    """Refuse the resumable-run flags without ``--out`` (they would silently do nothing)."""
+    if args.out is not None:
+        return
+    for flag, used in (("--engine", args.engine != "local"), ("--address", args.address is not None),
+                       ("--verify", args.verify), ("--actors", args.actors != 1), ("--gpu", args.gpu)):
+        if used:
+            raise CommandError(flag, "needs --out DIR (results go to Parquet shards there)")
 
 
 def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes) -> int:
