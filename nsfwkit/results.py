@@ -117,7 +117,6 @@ class ShardWriter:
         self._rows: list[dict] = []
         self._pending_inputs = 0
         self._seq = record.get("next", 1)
-        self.written = 0
 
     def add(self, results: Sequence, key: dict) -> None:
         """The results of one input (one row, or one per frame) with the input's key."""
@@ -139,7 +138,6 @@ class ShardWriter:
         self.record["shards"].append({"name": name, "rows": len(self._rows), "bytes": size, "sha256": digest})
         self._seq += 1
         self.record["next"] = self._seq
-        self.written += self._pending_inputs
         self._rows, self._pending_inputs = [], 0
         _save(self.folder, self.record)
 
@@ -206,9 +204,9 @@ def _check_shards(folder: Path, record: dict) -> list[str]:
 
 
 def _settings_problem(old: dict, new: dict) -> str | None:
-    for name, value in new.items():
-        if old.get(name) != value:
-            return f"it holds results with {name}={old.get(name)!r}, this run has {value!r}"
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) != new.get(name):
+            return f"it holds results with {name}={old.get(name)!r}, this run has {new.get(name)!r}"
     return None
 
 

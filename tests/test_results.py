@@ -121,6 +121,9 @@ def test_other_settings_refuse_to_mix_into_a_folder(images, tiny, tmp_path):
     classify_to(out, [images], model=str(tiny))
     with pytest.raises(ResultsFolderError, match="threshold"):
         classify_to(out, [images], model=str(tiny), threshold=0.5)
+    classify_to(tmp_path / "capped", [images], model=str(tiny), max_frames=5)
+    with pytest.raises(ResultsFolderError, match="max_frames"):  # an option left out differs too
+        classify_to(tmp_path / "capped", [images], model=str(tiny))
 
 
 def test_animation_frame_columns(tmp_path, tiny):
