@@ -28,6 +28,8 @@ __all__ = ["start", "classify_groups", "validate_files"]
 
 #: Object store of the embedded Ray (bytes): enough for a few batches of decoded 224x224 frames.
 OBJECT_STORE_BYTES = 256 * 2**20
+#: CPUs each decoding task asks Ray for.
+DECODE_CPUS = 0.5
 
 
 def _ray():
@@ -136,11 +138,13 @@ def _dataset(files: Sequence, *, model: str, image_size: int, sampling: dict, ba
     items = [{"path": str(p)} for p in files]
     blocks = max(1, min(len(items), 64, -(-len(items) // batch_size)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
+    # decoding tasks ask for half a CPU, the actors for one: different resources also keep Ray Data
+    # from fusing the two steps into the actors (decoding then stays in tasks, as on a cluster)
     ds = ds.map_batches(_decode, fn_kwargs={"image_size": image_size, "sampling": sampling},
-                        batch_size=batch_size, batch_format="numpy")
+                        batch_size=batch_size, batch_format="numpy", num_cpus=DECODE_CPUS)
     return ds.map_batches(_Infer, fn_constructor_kwargs={"model": str(model), "safe_mode": safe_mode,
                                                          "input_scale": input_scale},
-                          batch_size=batch_size, batch_format="numpy", concurrency=actors,
+                          batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                           num_gpus=1 if gpu else 0, num_cpus=1)
 
 
