@@ -91,7 +91,12 @@ def main() -> None:
 
         print(f"classify --out (Parquet shards):     {len(files) / t_out:8.1f} img/s")
         print(f"ratio --out / streaming:             {t_e2e / t_out:8.2f}   (target >= 0.9)")
-        for actors in [int(a) for a in args.ray.split(",") if a]:
+        ray_actors = [int(a) for a in args.ray.split(",") if a]
+        if ray_actors:
+            from nsfwkit.engines import ray_engine
+
+            ray_engine.start(num_cpus=max(os.cpu_count() or 1, max(ray_actors) + 1))  # room for decoding tasks
+        for actors in ray_actors:
             t_ray = _ray_run(tmp, files, args.model, spec, args.batch_size, actors, args.repeats)
             ips = len(files) / t_ray
             print(f"ray engine, {actors} actor(s):            {ips:8.1f} img/s  ({ips / actors:.1f} per actor); "

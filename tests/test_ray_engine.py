@@ -89,6 +89,11 @@ def test_killed_actor_still_gives_every_file_once(ray_session, tiny, tmp_path):
     assert max_prob_difference(got, by_path(classify([tmp_path / "many"], model=str(tiny)))) <= 1e-5
 
 
+def test_more_actors_than_cpus_is_refused_not_a_hang(ray_session, tiny, inputs, tmp_path):
+    with pytest.raises(ValueError, match="needs 3.5 CPUs"):
+        classify_to(tmp_path / "out", [inputs], model=str(tiny), engine="ray", ray_options={"actors": 3})
+
+
 def test_prepare_validation_on_ray_equals_the_thread_pool(ray_session, inputs):
     from nsfwkit.data.scan import validate_files
     from nsfwkit.engines import ray_engine

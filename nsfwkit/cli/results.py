@@ -63,6 +63,8 @@ def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes
                           progress=sys.stderr.isatty() and not args.quiet)
     except (ForeignFolderError, FolderBusyError, ResultsFolderError) as exc:
         raise from_exception(exc, args.out) from None
+    except (ValueError, ImportError) as exc:  # e.g. --engine ray without Ray installed, or too few CPUs for --actors
+        raise CommandError("--engine ray" if args.engine == "ray" else args.out, str(exc)) from None
     for error in run["folder_errors"]:
         report("nsfwkit classify", error.path, error.reason)
     for problem in run["problems"]:

@@ -185,7 +185,11 @@ def classify_groups(files: Sequence[str | os.PathLike], *, model: Any, spec, thr
         return
     if actors < 1:
         raise ValueError(f"actors must be >= 1, got {actors}")
-    start(address, num_cpus=num_cpus or max(os.cpu_count() or 1, actors + 1), num_gpus=1 if gpu else None)
+    ray = start(address, num_cpus=num_cpus or max(os.cpu_count() or 1, actors + 1), num_gpus=1 if gpu else None)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if actors + DECODE_CPUS > cpus:  # the actors would take every CPU and no decoding task could run: a hang
+        raise ValueError(f"--actors {actors} needs {actors + DECODE_CPUS:g} CPUs in Ray (one per actor, plus "
+                         f"{DECODE_CPUS:g} for decoding); the Ray cluster has {cpus:g}")
     sampling = {k: v for k, v in (("fps", fps), ("every", every), ("max_frames", max_frames),
                                   ("max_seconds", max_seconds)) if v is not None}
     ds = _dataset(files, model=model, image_size=spec.image_size, sampling=sampling, batch_size=batch_size,
