@@ -7,6 +7,13 @@ Latency is per image through the whole in-page path (preprocess: resize with cor
 then predict), median over ``--repeat`` interleaved runs after warm-up, on the same 451x300
 photo. nsfwjs's model is its bundled uint8 layers model (``dist/models/mobilenet_v2``), served as
 a TF.js layers model and fed the nsfwjs way (pixels / 255, then resize). Target: ours <= 1.0x.
+
+    .venv/bin/python benchmarks/browser.py --animation [--frames 32] [--repeat 3]
+
+instead compares moving pictures: the same generated animated GIF (flat cartoons, then a pan over a
+sample photo, 224x224) classified frame by frame in the page (ImageDecoder, one frame at a time
+through TF.js wasm) and in Python (``classify(..., frames="all")``, frames batched through Keras):
+milliseconds per frame, classification only and with decoding, best of ``--repeat``.
 """
 
 from __future__ import annotations
@@ -36,11 +43,58 @@ def write_nsfwjs_layers_model(dest: Path, name: str = "mobilenet_v2") -> Path:
     return dest
 
 
+def animation_latency(model_name: str, frames: int, repeat: int) -> None:
+    """Per-frame latency of one animated GIF in Chromium (the web view) and in Python."""
+    from nsfwkit import convert, samples, serve, webview, zoo
+    from nsfwkit.classify import classify
+
+    model, spec = zoo.load(model_name)
+    work = Path(tempfile.mkdtemp(prefix="nsfwkit-bench-anim-"))
+    try:
+        half = frames // 2
+        gif = samples.write_animation(work / "clip.gif", samples.moving_frames(
+            cartoon_frames=half, photo_frames=frames - half, image_size=spec.image_size))
+        webview.build(work / "site", model=model_name)
+        server = serve.serve_in_thread(work / "site")
+        try:
+            with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+                out = convert.run_node("browser_check.mjs", {
+                    "url": server.url, "chromium": shutil.which("chromium") or "/usr/bin/chromium",
+                    "user_data_dir": profile, "moving": [str(gif)] * repeat}, timeout=600)
+        finally:
+            server.shutdown()
+        runs = out["moving"]
+        list(classify([gif], model=model, spec=spec, frames="all"))   # warm-up / trace
+        py = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            rows = list(classify([gif], model=model, spec=spec, frames="all"))
+            py.append((time.perf_counter() - t) * 1000 / len(rows))
+        n = len(runs[0]["frames"])
+        print(f"animated GIF, {n} frames of {spec.image_size}x{spec.image_size}, model {spec.name}, "
+              f"best of {repeat}; Chromium {out['backend']} backend, ImageDecoder: {out['image_decoder']}")
+        print(f"{'where':<40} {'ms/frame':>9}")
+        print(f"{'browser: classify only (batch 1)':<40} {min(r['ms_per_frame'] for r in runs):>9.1f}")
+        print(f"{'browser: decode + classify':<40} {min(r['wall_ms'] for r in runs) / n:>9.1f}")
+        print(f"{'python: classify(frames=all), batched':<40} {min(py):>9.1f}")
+        worst = {(r["worst_index"], r["worst_time"]) for r in runs}
+        print(f"worst frame: browser {sorted(worst)}, python "
+              f"{max(((r.nsfw, r.frame, r.time) for r in rows))[1:]}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="mobilenet_v2")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=None, help="default: 30 (3 with --animation)")
+    parser.add_argument("--animation", action="store_true", help="moving pictures: browser vs Python per frame")
+    parser.add_argument("--frames", type=int, default=32, help="frames of the --animation GIF")
     args = parser.parse_args()
+    if args.animation:
+        animation_latency(args.model, args.frames, args.repeat or 3)
+        return 0
+    args.repeat = args.repeat or 30
 
     from nsfwkit import convert, samples, serve, webview, zoo
 

@@ -28,18 +28,20 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .frames import MAX_FRAMES, MAX_SECONDS, check_sampling, load_frames
-from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageError, iter_image_files
+from .images import DECODE_PIXELS, ImageError, PixelBudget
+from .inputs import Skipped, display_path, find_inputs, name_fields, skipped_summary
 from .kerasutil import inference_fn
 from .spec import DEFAULT_NSFW_CLASSES, ModelSpec
 from .zoo import DEFAULT_MODEL
 
-__all__ = ["Result", "NoNSFWClassesWarning", "NothingClassifiedError", "classify", "summarize", "predict",
-           "nsfw_scores", "plot_predictions", "write_results", "FORMATS", "FRAME_MODES", "Writer"]
+__all__ = ["Result", "NoNSFWClassesWarning", "SkippedInputsWarning", "NothingClassifiedError", "classify",
+           "summarize", "predict", "nsfw_scores", "plot_predictions", "write_results", "FORMATS",
+           "FRAME_MODES", "Writer"]
 
 FORMATS = ("table", "csv", "jsonl")
 #: ``classify(frames=...)``: one result per multi-frame input (its worst frame), or one per frame.
@@ -48,6 +50,10 @@ FRAME_MODES = ("worst", "all")
 
 class NoNSFWClassesWarning(UserWarning):
     """The model has no NSFW classes (none given, none of the defaults among its classes): ``nsfw`` is 0."""
+
+
+class SkippedInputsWarning(UserWarning):
+    """Folder entries were left out of a :func:`classify` run (pass ``on_skipped`` to list them)."""
 
 
 class NothingClassifiedError(ValueError):
@@ -91,9 +97,10 @@ class Result:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSONL row: ``path`` is valid UTF-8; ``path_bytes`` (base64) when the name is not."""
         if self.error is not None:
-            return {"path": self.path, "error": self.error}
-        out: dict[str, Any] = {"path": self.path, "top": self.top, "probs": self.probs, "nsfw": self.nsfw}
+            return {**name_fields(self.path), "error": self.error}
+        out: dict[str, Any] = {**name_fields(self.path), "top": self.top, "probs": self.probs, "nsfw": self.nsfw}
         for key in _FRAME_KEYS:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -208,12 +215,21 @@ def classify(
     every: int | None = None,
     max_frames: int = MAX_FRAMES,
     max_seconds: float = MAX_SECONDS,
+    max_decode_pixels: int = DECODE_PIXELS,
+    on_skipped: Callable[[Skipped], None] | None = None,
 ) -> Iterator[Result]:
     """Classify files and folders, yielding one :class:`Result` per input in input order.
 
     Files are decoded by a thread pool while the model runs on the previous batch; at most a few
     batches of decoded frames are held in memory, so folders of any size, and long videos, stream.
     The frames of an animation or a video go through the model in batches like still images.
+
+    Inputs are found by :func:`nsfwkit.inputs.find_inputs`: files named explicitly are always
+    tried; folders give their regular files with an image or video extension, and HEIC/HEIF/SVG
+    files, which become error results (refused with a message). A folder that cannot be listed is
+    an error result. Every other entry left out (hidden, not a regular file, broken link, another
+    extension...) is passed to ``on_skipped``, or, without one, counted in one
+    :class:`SkippedInputsWarning`.
 
     Args:
         paths: files and/or folders (folders are walked recursively for image and video files).
@@ -232,6 +248,9 @@ def classify(
         fps, every, max_frames, max_seconds: frame sampling and caps, as in
             :func:`nsfwkit.frames.load_frames` (default: every frame of animations, one frame per
             second of videos, plus the first and the last).
+        max_decode_pixels: pixels decoded at once across the decoding threads (default two
+            images at the 89.5 Mpx limit); one larger image is decoded alone.
+        on_skipped: called with each :class:`nsfwkit.inputs.Skipped` folder entry left out.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -242,18 +261,18 @@ def classify(
     check_sampling(fps=fps, every=every, max_frames=max_frames, max_seconds=max_seconds)
     model, spec = _resolve_model(model, spec, safe_mode)
     spec = _with_nsfw_classes(spec, nsfw_classes, threshold)
-    folder_errors: list[ImageError] = []
-    files = list(iter_image_files(paths, recursive=recursive, on_error=folder_errors.append,
-                                  extensions=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+    found = find_inputs(paths, recursive=recursive, on_skipped=on_skipped)
+    if on_skipped is None and found.skipped:
+        warnings.warn(f"{skipped_summary(found.skipped)}; pass on_skipped= to list them (CLI --report-skipped)",
+                      SkippedInputsWarning, stacklevel=2)
+    files = found.items
     # decoding threads mostly wait on Pillow/FFmpeg/TF kernels that release the GIL: 2 per core
     # keeps the model fed (measured on 2 cores: 0.93 of in-memory throughput vs 0.89 with 1 per core)
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     sampling = {"fps": fps, "every": every, "max_frames": max_frames, "max_seconds": max_seconds,
                 "image_size": spec.image_size}
-    for error in folder_errors:
-        yield Result(path=error.path, error=error.reason)
     engine = _Engine(inference_fn(model, spec.image_size), spec, batch_size=batch_size, threshold=threshold,
-                     per_frame=frames == "all")
+                     per_frame=frames == "all", pixels=PixelBudget(max_decode_pixels))
     yield from engine.run(files, workers=workers, sampling=sampling, progress=progress)
 
 
@@ -307,7 +326,7 @@ class _Record:
     """The frames of one input gathered until all are classified."""
 
     def __init__(self, path):
-        self.path = str(path)
+        self.path = path.path if isinstance(path, ImageError) else str(path)
         self.kind = None
         self.error: str | None = None
         self.truncated: str | None = None
@@ -347,11 +366,13 @@ class _Record:
 class _Engine:
     """Decoding threads feed frames, file by file in input order, into batches for the model."""
 
-    def __init__(self, infer, spec: ModelSpec, *, batch_size: int, threshold: float | None, per_frame: bool):
+    def __init__(self, infer, spec: ModelSpec, *, batch_size: int, threshold: float | None, per_frame: bool,
+                 pixels: PixelBudget):
         self.infer, self.spec, self.batch_size = infer, spec, batch_size
-        self.threshold, self.per_frame = threshold, per_frame
+        self.threshold, self.per_frame, self.pixels = threshold, per_frame, pixels
 
-    def run(self, files: Sequence[Path], *, workers: int, sampling: dict, progress: bool) -> Iterator[Result]:
+    def run(self, files: Sequence[Path | ImageError], *, workers: int, sampling: dict,
+            progress: bool) -> Iterator[Result]:
         window = max(2 * self.batch_size, workers * 2)
         self._budget, self._sampling = _Budget(window), sampling
         self._records: collections.deque = collections.deque()
@@ -389,10 +410,22 @@ class _Engine:
                     self._bar.close()
 
     def _produce(self, key: int, path: Path, channel: queue.SimpleQueue) -> None:
-        """In a decoding thread: one file's frames into its channel, then its end or its error."""
+        """In a decoding thread: one file's frames into its channel, then its end or its error.
+
+        Each frame is decoded (and resized) while holding its pixel count from the pixel budget,
+        read from the header before decoding; the frame budget is taken after, holding no pixels.
+        """
         try:
+            if isinstance(path, ImageError):  # a folder that could not be listed
+                raise path
             clip = load_frames(path, **self._sampling)
-            for frame in clip:
+            size = clip.width * clip.height
+            frames = iter(clip)
+            while True:
+                with self.pixels.hold(size):
+                    frame = next(frames, None)
+                if frame is None:
+                    break
                 self._budget.take(key)
                 channel.put(("frame", frame))
             channel.put(("end", clip))
@@ -443,6 +476,11 @@ class _Engine:
 class Writer:
     """Streams results as ``table``, ``csv`` or ``jsonl`` to a text stream.
 
+    File names are data in ``jsonl`` and ``csv``: ``path`` is the name when it is valid UTF-8, else
+    its escaped display form plus ``path_bytes``, the exact bytes in base64 (the last CSV column,
+    empty for UTF-8 names); ``table`` prints :func:`nsfwkit.inputs.display_path` (control
+    characters escaped). :meth:`write_skipped` writes a row for a folder entry left out.
+
     ``jsonl`` rows carry the frame keys of animations and videos when they have them; ``table``
     rows name the frame's time after the path; ``csv`` has the frame columns (``frames, frame,
     time, nsfw_mean, truncated``, empty for still images) when ``frames`` is True.
@@ -465,7 +503,7 @@ class Writer:
                 header.append("flagged")
             if frames:
                 header.extend(_FRAME_KEYS)
-            self._csv.writerow(header + ["error"])
+            self._csv.writerow(header + ["error", "path_bytes"])
         elif fmt == "table":
             cols = "".join(f"{c[:8]:>9}" for c in self.class_names)
             flag = "  flag" if threshold is not None else ""
@@ -473,26 +511,51 @@ class Writer:
 
     def write(self, result: Result) -> None:
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+            self.stream.write(_json_line(result.to_dict()))
         elif self.fmt == "csv":
+            names = name_fields(result.path)
             if result.ok:
-                row = [result.path, result.top, f"{result.nsfw:.6f}",
+                row = [names["path"], result.top, f"{result.nsfw:.6f}",
                        *(f"{result.probs[c]:.6f}" for c in self.class_names)]
             else:
-                row = [result.path, "", "", *([""] * len(self.class_names))]
+                row = [names["path"], "", "", *([""] * len(self.class_names))]
             if self.threshold is not None:
                 row.append("" if not result.ok else str(result.flagged).lower())
             if self.frames:
                 row.extend(_csv_value(getattr(result, key)) for key in _FRAME_KEYS)
-            self._csv.writerow(row + [result.error or ""])
+            self._csv.writerow(row + [result.error or "", names.get("path_bytes", "")])
         else:
+            path = display_path(result.path)
             if result.ok:
                 cols = "".join(f"{result.probs[c]:9.3f}" for c in self.class_names)
                 flag = "" if self.threshold is None else ("  NSFW" if result.flagged else "  -   ")
-                self.stream.write(f"{cols}{result.nsfw:8.3f}{flag}  {result.top:<8}  {result.path}{_where(result)}\n")
+                self.stream.write(f"{cols}{result.nsfw:8.3f}{flag}  {result.top:<8}  {path}{_where(result)}\n")
             else:
-                self.stream.write(f"{'ERROR':>9}  {result.error}  {result.path}\n")
+                self.stream.write(f"{'ERROR':>9}  {display_path(result.error)}  {path}\n")
         self.stream.flush()
+
+    def write_skipped(self, entry: Skipped) -> None:
+        """A row for a folder entry left out: ``{"path", "skipped": reason}`` in JSONL, ``skipped:
+        <reason>`` in the CSV error column, a ``SKIPPED`` line in the table."""
+        names = name_fields(entry.path)
+        if self.fmt == "jsonl":
+            self.stream.write(_json_line({**names, "skipped": entry.reason}))
+        elif self.fmt == "csv":
+            empty = [""] * (2 + len(self.class_names) + (self.threshold is not None) + self.frames * len(_FRAME_KEYS))
+            self._csv.writerow([names["path"], *empty, f"skipped: {entry.reason}", names.get("path_bytes", "")])
+        else:
+            self.stream.write(f"{'SKIPPED':>9}  {entry.reason}  {display_path(entry.path)}\n")
+        self.stream.flush()
+
+
+#: Characters JSON leaves raw that a terminal may obey (DEL, C1 controls, bidi controls): written as
+#: ``\uXXXX`` escapes, which decode to the same text.
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x61C, 0x200E, 0x200F, 0x2028, 0x2029,
+                                            *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def _json_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False).translate(_JSON_ESCAPES) + "\n"
 
 
 def _csv_value(value) -> str:
@@ -554,4 +617,4 @@ def write_results(results: Iterable[Result], path: str | os.PathLike) -> Path:
     """Write results as JSON lines (the ``--format jsonl`` schema), atomically; return the path."""
     from .fileio import write_text
 
-    return write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results))
+    return write_text(path, "".join(_json_line(r.to_dict()) for r in results))

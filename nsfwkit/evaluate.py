@@ -850,6 +850,7 @@ class EvaluationRun:
     figures: dict[str, Any]
     spec: ModelSpec
     spec_updated: bool = False
+    skipped_missing: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -863,16 +864,25 @@ class _Splits:
     val_labels: np.ndarray
     test_paths: list[str]
     test_labels: np.ndarray
+    missing: tuple[str, ...] = ()
+    skip_missing: bool = False
 
     @classmethod
-    def read(cls, manifest, spec: ModelSpec, nsfw_classes: Sequence[str] | None) -> "_Splits":
-        """Raises ``DatasetError`` when val or test is empty, or val lacks NSFW or safe images."""
+    def read(cls, manifest, spec: ModelSpec, nsfw_classes: Sequence[str] | None, *,
+             skip_missing: bool = False) -> "_Splits":
+        """Raises ``DatasetError`` when val or test is empty, or val lacks NSFW or safe images;
+        ``MissingFilesError`` when files are missing (unless ``skip_missing``: left out, counted)."""
         class_names = _data.manifest_class_names(manifest)
         nsfw = tuple(nsfw_classes) if nsfw_classes is not None else (
             tuple(c for c in spec.nsfw_classes if c in class_names) or
             _data.default_nsfw_classes(class_names))
         val_paths, val_y, _ = _data.manifest_arrays(manifest, "val", class_names=class_names)
         test_paths, test_y, _ = _data.manifest_arrays(manifest, "test", class_names=class_names)
+        train_paths, train_y, _ = _data.manifest_arrays(manifest, "train", class_names=class_names)  # the probe's
+        _, _, missing = _data.existing_files(manifest, val_paths + test_paths + train_paths,
+                                             np.concatenate([val_y, test_y, train_y]), skip_missing=skip_missing)
+        val_paths, val_y, _ = _data.existing_files(manifest, val_paths, val_y, skip_missing=True)
+        test_paths, test_y, _ = _data.existing_files(manifest, test_paths, test_y, skip_missing=True)
         for split, paths in (("val", val_paths), ("test", test_paths)):
             if not paths:
                 raise _data.DatasetError(
@@ -886,7 +896,8 @@ class _Splits:
                 raise _data.DatasetError(
                     f"{manifest}: the val split has {n_nsfw} NSFW ({', '.join(nsfw)}) and "
                     f"{len(val_y) - n_nsfw} safe images; choosing a threshold needs both")
-        return cls(Path(manifest), class_names, nsfw, val_paths, val_y, test_paths, test_y)
+        return cls(Path(manifest), class_names, nsfw, val_paths, val_y, test_paths, test_y,
+                   tuple(missing), skip_missing)
 
     @property
     def nsfw_indices(self) -> list[int]:
@@ -940,6 +951,7 @@ def _probe_predictions(spec: ModelSpec, splits: _Splits, *, batch_size: int):
     extractor, base_spec = _train.feature_extractor(config)
     size = int(extractor.inputs[0].shape[1])
     train_paths, train_y, _ = _data.manifest_arrays(splits.manifest, "train", class_names=splits.class_names)
+    train_paths, train_y, _ = _data.existing_files(splits.manifest, train_paths, train_y, skip_missing=True)
     feats = {}
     for split, paths in (("train", train_paths), ("val", splits.val_paths), ("test", splits.test_paths)):
         feats[split] = predict(extractor, paths, image_size=size, batch_size=batch_size)
@@ -995,6 +1007,7 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
     notes: str = "",
     write_card: bool = True,
     update_spec: bool | None = None,
+    skip_missing: bool = False,
 ) -> EvaluationRun:
     """Evaluate a model (beside a baseline and a linear probe); write report, plots and card.
 
@@ -1015,6 +1028,8 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
             only for a model trained by :func:`nsfwkit.train.train` (its spec carries
             ``extra.train_config``), never for a spec the user wrote or a pretrained one.
             Never when the target is not supported by val at ``confidence``.
+        skip_missing: leave out the manifest's missing files (listed in ``report.json``'s
+            ``skipped_missing`` and :attr:`EvaluationRun.skipped_missing`) instead of refusing.
 
     Returns:
         An :class:`EvaluationRun`.
@@ -1022,13 +1037,14 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
     Raises:
         DatasetError: the val or test split is empty, or val lacks NSFW or safe images (no
             threshold can be chosen).
+        MissingFilesError: files of the manifest are missing (and not ``skip_missing``).
     """
     from . import zoo
 
     model_path = Path(model_path)
     out_dir = Path(out_dir)
     model, spec = zoo.load(model_path)
-    splits = _Splits.read(manifest, spec, nsfw_classes)
+    splits = _Splits.read(manifest, spec, nsfw_classes, skip_missing=skip_missing)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = dict(target=target, confidence=confidence)
 
@@ -1060,7 +1076,8 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
     full = {"model": str(model_path), "target": target, "confidence": confidence, "split": "test",
             "test": report, "baseline": base[2] if base else None, "linear_probe": probe_report,
             "calibration": cal, "threshold": threshold, "threshold_met": met,
-            "spec_updated": write_spec, **({"linear_probe_skipped": probe_note} if probe_note else {})}
+            "spec_updated": write_spec, **({"linear_probe_skipped": probe_note} if probe_note else {}),
+            **({"skipped_missing": list(splits.missing)} if splits.missing else {})}
     figures = _figures(test, splits, spec, threshold=threshold, target=target, report=report,
                        redact_images=redact_images)
     if base is not None:
@@ -1083,7 +1100,7 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
                           calibration=json_safe(cal))
         files["model_card"] = write_text(out_dir / "model_card.md", card)
     return EvaluationRun(report=full, files=files, figures=figures, spec=spec,
-                         spec_updated=write_spec)
+                         spec_updated=write_spec, skipped_missing=list(splits.missing))
 
 
 def _figures(test: _Predictions, splits: _Splits, spec: ModelSpec, *, threshold, target: str,

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 __all__ = ["atomic_path", "write_text", "write_bytes", "write_json", "json_safe", "replace_dir",
-           "public_mode", "OWNER_MARKER", "LOCK_FILE", "ForeignFolderError", "FolderBusyError",
-           "folder_kind", "claim_folder", "remove_owned", "folder_lock"]
+           "public_mode", "OWNER_MARKER", "LOCK_FILE", "ForeignFolderError", "FolderBusyError", "UnwritableFolderError",
+           "folder_kind", "claim_folder", "remove_owned", "folder_lock", "owned_folder", "owned_entries",
+           "replace_owned"]
 
 
 @contextlib.contextmanager
@@ -153,6 +154,10 @@ class ForeignFolderError(FileExistsError):
     """A folder the kit was asked to write into holds files it did not write (no marker)."""
 
 
+class UnwritableFolderError(OSError):
+    """An output folder cannot be created or written (read-only file system, a parent that is a file)."""
+
+
 class FolderBusyError(RuntimeError):
     """Another process holds a folder's lock."""
 
@@ -184,15 +189,35 @@ def claim_folder(folder: str | os.PathLike, kind: str, *, legacy: Callable[[Path
     if found is not None:
         raise ForeignFolderError(f"{folder}: is an nsfwkit {found} folder, not a {kind} folder: "
                                  "choose another folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (legacy and legacy(folder)):
+    if folder.is_dir() and any(p.name != LOCK_FILE for p in folder.iterdir()) and not (legacy and legacy(folder)):
         raise ForeignFolderError(
             f"{folder}: exists, is not empty and was not written by nsfwkit (no {OWNER_MARKER}); "
             "refusing to write into it: choose a new or empty folder")
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / OWNER_MARKER, {"nsfwkit": kind, "format": 1,
-                                       "note": f"written by nsfwkit ({kind}); the kit only ever "
-                                               "replaces or deletes the files it wrote here"})
+    _mark(folder, kind)
     return folder
+
+
+def _mark(folder: Path, kind: str, entries: Iterable[str] | None = None) -> None:
+    data: dict[str, Any] = {"nsfwkit": kind, "format": 1,
+                            "note": f"written by nsfwkit ({kind}); the kit only ever replaces or "
+                                    "deletes the files it wrote here"}
+    if entries is not None:
+        data["entries"] = sorted(set(entries))
+    write_json(folder / OWNER_MARKER, data)
+
+
+def owned_entries(folder: str | os.PathLike) -> list[str]:
+    """The entries of ``folder`` the kit recorded as its own (:func:`replace_owned`); [] if none."""
+    try:
+        entries = json.loads((Path(folder) / OWNER_MARKER).read_text(encoding="utf-8")).get("entries", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [e for e in entries if isinstance(e, str) and _plain_name(e)] if isinstance(entries, list) else []
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..", OWNER_MARKER, LOCK_FILE) and "/" not in name and os.sep not in name
 
 
 def remove_owned(folder: str | os.PathLike, kind: str, names: Iterable[str]) -> list[Path]:
@@ -207,7 +232,7 @@ def remove_owned(folder: str | os.PathLike, kind: str, names: Iterable[str]) -> 
         raise ForeignFolderError(f"{folder}: not an nsfwkit {kind} folder; refusing to delete anything")
     removed = []
     for name in names:
-        if not name or name in (".", "..", OWNER_MARKER, LOCK_FILE) or "/" in name or os.sep in name:
+        if not _plain_name(name):
             raise ValueError(f"not a plain entry name: {name!r}")
         path = folder / name
         if path.is_dir() and not path.is_symlink():
@@ -250,3 +275,80 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def owned_folder(folder: str | os.PathLike, kind: str, *,
+                 legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """:func:`claim_folder` then :func:`folder_lock`: the rule for every run folder the kit writes.
+
+    A foreign folder is refused before anything is written into it (not even the lock file); a
+    place that cannot be written (read-only file system, a parent that is a file) fails here,
+    before any work, with :class:`UnwritableFolderError` naming ``folder``.
+    """
+    try:
+        folder = claim_folder(folder, kind, legacy=legacy)
+    except ForeignFolderError:
+        raise
+    except OSError as exc:
+        raise UnwritableFolderError(exc.errno, f"cannot write the output folder here ({exc.strerror or exc})",
+                                    os.fspath(folder)) from None
+    with folder_lock(folder):
+        yield folder
+
+
+_STAGE = ".nsfwkit-stage-"
+
+
+@contextlib.contextmanager
+def replace_owned(folder: str | os.PathLike, kind: str, *, overwrite: bool,
+                  legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Write the kit's entries of a ``kind`` folder, replacing only what the kit wrote there before.
+
+    ``folder`` is claimed and locked (:func:`owned_folder`); the caller writes into the yielded
+    empty staging folder (inside ``folder``). On success each staged entry is moved into place
+    (atomic per entry), the previous run's entries that were not written again are removed, and
+    the marker records the new entries; the user's own files in ``folder`` are never touched.
+    Without ``overwrite`` a folder holding an earlier result is refused (``FileExistsError``); a
+    staged entry whose name is taken by a user's file is refused (:class:`ForeignFolderError`).
+    A folder recognised by ``legacy`` (an older kit's, before markers) counts as all the kit's.
+    """
+    found: list[str] = []
+
+    def _legacy(path: Path) -> bool:
+        if legacy is None or not legacy(path):
+            return False
+        found.extend(p.name for p in path.iterdir() if _plain_name(p.name))
+        return True
+
+    with owned_folder(folder, kind, legacy=_legacy) as folder:
+        old = [n for n in (found or owned_entries(folder)) if os.path.lexists(folder / n)]
+        if old and not overwrite:
+            raise FileExistsError(f"{folder}: exists and holds an earlier nsfwkit {kind} ({', '.join(old[:4])}); "
+                                  "pass overwrite=True / --overwrite to replace it")
+        for debris in folder.glob(_STAGE + "*"):  # of an interrupted run (under the lock: not a live one)
+            if debris.is_dir() and not debris.is_symlink() and len(debris.name) == len(_STAGE) + 12:
+                shutil.rmtree(debris, ignore_errors=True)
+        stage = _new_folder(folder, _STAGE)
+        try:
+            yield stage
+            _swap_entries(stage, folder, kind, old)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_entries(stage: Path, folder: Path, kind: str, old: list[str]) -> None:
+    new = sorted(p.name for p in stage.iterdir())
+    taken = [n for n in new if n not in old and os.path.lexists(folder / n)]
+    if taken:
+        raise ForeignFolderError(f"{folder}: {', '.join(taken)} was not written by nsfwkit; refusing to "
+                                 "replace it: move it away or choose another folder")
+    _mark(folder, kind, old + new)  # before the moves: an interruption leaves nothing unrecorded
+    for name in new:
+        dest, src = folder / name, stage / name
+        if os.path.lexists(dest) and (src.is_dir() or dest.is_dir()) and not dest.is_symlink():
+            os.replace(dest, stage / f".old-{name}")
+        os.replace(src, dest)
+    remove_owned(folder, kind, [n for n in old if n not in new])
+    _mark(folder, kind, new)
+

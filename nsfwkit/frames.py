@@ -46,7 +46,8 @@ import numpy as np
 from . import images as _images
 from .images import MAX_PIXELS, ImageError
 
-__all__ = ["Frame", "Frames", "load_frames", "check_sampling", "MAX_FRAMES", "MAX_SECONDS", "VIDEO_FPS"]
+__all__ = ["Frame", "Frames", "load_frames", "check_sampling", "plot_frame_scores", "MAX_FRAMES", "MAX_SECONDS",
+           "VIDEO_FPS"]
 
 #: Most frames yielded for one input by default (an hour of video at one frame per second).
 MAX_FRAMES = 3600
@@ -189,6 +190,89 @@ def check_sampling(*, fps: float | None, every: int | None, max_frames: int, max
         raise ValueError(f"every must be a whole number >= 1, got {every}")
     if max_frames < 1 or not max_seconds > 0:
         raise ValueError(f"max_frames must be >= 1 and max_seconds > 0, got {max_frames}, {max_seconds}")
+
+
+def plot_frame_scores(results_or_scores, *, times=None, frames=None, redact: bool = True,
+                      threshold: float | None = None, title: str | None = None):
+    """The NSFW score of one clip over time, one point per classified frame, its worst frame marked
+    (and shown, **redacted by default**, when ``frames`` is given).
+
+    Args:
+        results_or_scores: the per-frame results of ONE input (``classify(..., frames="all")``
+            rows, each with its ``frame`` and ``time``), or its NSFW scores, one per frame.
+        times: with scores: each frame's time in seconds (default: the frame number, on an x axis
+            labelled "frame").
+        frames: the classified frames' pixels, in the same order (``Frame`` objects, e.g. a
+            :func:`load_frames` result, or arrays): the worst one is shown beside the strip.
+        redact: blur the frame shown beyond recognition (:func:`nsfwkit.data.plots.redact`),
+            as the dataset grids do: clips may be explicit and notebooks get shared.
+        threshold: draw this NSFW threshold as a dashed line.
+        title: the figure title (default: the input's file name, for results).
+
+    Returns:
+        a ``matplotlib.figure.Figure``: ``axes[0]`` the strip (line ``"NSFW score"``, marker
+        ``"worst frame"``), ``axes[1]`` the worst frame when ``frames`` is given.
+
+    Raises:
+        ValueError: no scores, results of several inputs or with errors, or ``times`` / ``frames``
+            not one per score.
+    """
+    from matplotlib.figure import Figure
+
+    scores, times, indices, name = _frame_series(results_or_scores, times)
+    pictures = None if frames is None else [getattr(f, "pixels", f) for f in frames]
+    if pictures is not None and len(pictures) != len(scores):
+        raise ValueError(f"frames: {len(pictures)} pictures for {len(scores)} scores")
+    worst = int(np.argmax(scores))  # the first of equally bad frames, as classify reports
+    fig = Figure(figsize=(9.5 if pictures is not None else 7, 3.2), layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=[3, 1]) if pictures is not None else fig.add_gridspec(1, 1)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.plot(times, scores, "o-", color="#2e86c1", markersize=4, label="NSFW score")
+    timed = times.dtype.kind == "f"
+    where = f"frame {indices[worst]} @ {times[worst]:.2f} s" if timed else f"frame {indices[worst]}"
+    ax.plot([times[worst]], [scores[worst]], "*", color="#c0392b", markersize=14, label="worst frame")
+    ax.annotate(f"worst: {where}  ({scores[worst]:.3f})", (times[worst], scores[worst]), xytext=(6, 6),
+                textcoords="offset points", fontsize=8, color="#c0392b")
+    if threshold is not None:
+        ax.axhline(threshold, color="#7f8c8d", linestyle="--", linewidth=1, label="threshold")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("time (s)" if timed else "frame")
+    ax.set_ylabel("NSFW score")
+    ax.legend(loc="upper left", fontsize=8)
+    if pictures is not None:
+        from .data.plots import redact as _redact
+
+        shown = np.asarray(pictures[worst]).astype(np.uint8)
+        side = fig.add_subplot(grid[0, 1])
+        side.imshow(_redact(shown) if redact else shown)
+        side.set_axis_off()
+        side.set_title(f"worst: {where}" + (" (redacted)" if redact else ""), fontsize=9)
+    fig.suptitle(title if title is not None else (name or ""), fontsize=10)
+    return fig
+
+
+def _frame_series(results_or_scores, times):
+    """``(scores, times, frame indices, file name or None)`` for :func:`plot_frame_scores`."""
+    items = list(results_or_scores)
+    if not items:
+        raise ValueError("plot_frame_scores: no frames to plot")
+    if hasattr(items[0], "nsfw"):
+        bad = [r.path for r in items if not r.ok or r.frame is None]
+        if bad:
+            raise ValueError(f"plot_frame_scores: {bad[0]}: not a classified frame (an error, or no frames='all' row)")
+        paths = {r.path for r in items}
+        if len(paths) > 1:
+            raise ValueError(f"plot_frame_scores: results of {len(paths)} inputs, give one's rows: {sorted(paths)}")
+        scores = np.array([r.nsfw for r in items], np.float64)
+        return scores, np.array([r.time for r in items], np.float64), [r.frame for r in items], \
+            Path(items[0].path).name
+    scores = np.asarray(items, np.float64)
+    if times is None:
+        return scores, np.arange(len(scores)), list(range(len(scores))), None
+    times = np.asarray(times, np.float64)
+    if times.shape != scores.shape:
+        raise ValueError(f"times: {len(times)} times for {len(scores)} scores")
+    return scores, times, list(range(len(scores))), None
 
 
 def _head(source) -> tuple[Path | None, bytes]:

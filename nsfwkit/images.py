@@ -21,6 +21,7 @@ probability). Models take raw 0-255 RGB and scale inside, so the loader does not
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -40,12 +41,17 @@ __all__ = [
     "load_images",
     "decode_image",
     "resize",
+    "read_file",
+    "check_input_file",
+    "PixelBudget",
+    "header_pixels",
+    "DECODE_PIXELS",
 ]
 
 #: Extensions picked up when scanning folders (files named explicitly are always tried).
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".png", ".apng", ".webp", ".gif",
-     ".bmp", ".dib", ".tif", ".tiff", ".mpo"}
+     ".bmp", ".dib", ".tif", ".tiff", ".mpo", ".avif", ".avifs"}
 )
 #: Video extensions picked up when scanning folders for :func:`nsfwkit.frames.load_frames`.
 VIDEO_EXTENSIONS = frozenset(
@@ -53,6 +59,8 @@ VIDEO_EXTENSIONS = frozenset(
 )
 #: Largest image accepted, in pixels (Pillow's own decompression-bomb limit).
 MAX_PIXELS = 89_478_485
+#: Default pixel budget of concurrent decoding (:class:`PixelBudget`): two images at the limit.
+DECODE_PIXELS = 2 * MAX_PIXELS
 #: Largest file accepted, in bytes.
 MAX_BYTES = 256 * 1024 * 1024
 #: Pillow format names we accept; everything else is refused even if Pillow could read it.
@@ -267,9 +275,22 @@ def _open_image(data: bytes, *, path=None, max_pixels: int = MAX_PIXELS):
         except UnidentifiedImageError:
             if data[4:8] == b"ftyp" and data[8:12] in (b"mif1", b"msf1", b"heic", b"heix"):
                 raise ImageError(path, "HEIF/HEIC is not supported; convert it to JPEG or PNG") from None
+            if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+                raise ImageError(path, "AVIF needs a Pillow built with libavif (PIL.features.check('avif') "
+                                       "is False here); convert it to JPEG or PNG") from None
             raise
     _check_size(path, *im.size, max_pixels)
     return im
+
+
+def header_pixels(data: bytes, *, path=None, max_pixels: int = MAX_PIXELS) -> int:
+    """``width * height`` from the image header, nothing decoded (what :class:`PixelBudget` holds).
+
+    Raises:
+        ImageError: as :func:`decode_image` would, before decoding.
+    """
+    im = _open_image(data, path=path, max_pixels=max_pixels)
+    return im.width * im.height
 
 
 def decode_image(
@@ -297,7 +318,7 @@ def decode_image(
     with _PillowErrors(path):
         im.load()  # animations (GIF, APNG, WebP) and multi-page TIFFs: the first frame, as opened
         im = _gif_first_frame(im)
-        im = ImageOps.exif_transpose(im) or im
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a large picture (finding 11)
         return _to_rgb(im, background)
 
 
@@ -339,28 +360,64 @@ def _read_source(source: str | os.PathLike | bytes, *, max_bytes: int = MAX_BYTE
     if isinstance(source, (bytes, bytearray, memoryview)):
         return None, bytes(source)
     path = Path(source)
+    return path, read_file(path, max_bytes=max_bytes)
+
+
+def read_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of a regular file, at most ``max_bytes``, never blocking on a FIFO or reading a device.
+
+    The file is opened non-blocking and checked with ``fstat`` on what was opened (a link into
+    ``/dev`` or a FIFO is refused before any read); the read stops after ``max_bytes`` whatever
+    ``st_size`` says.
+
+    Raises:
+        ImageError: missing, a folder, not a regular file, over ``max_bytes``, or unreadable.
+    """
+    path = Path(path)
     try:
-        info = _check_file(path)
-        if info.st_size > max_bytes:
-            raise ImageError(path, f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
-        return path, path.read_bytes()
-    except ImageError:
-        raise
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError:
+        raise ImageError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise _os_error(path, exc) from None
+    try:
+        _check_regular(path, os.fstat(fd), max_bytes)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as exc:
+            raise _os_error(path, exc) from None
+    if len(data) > max_bytes:
+        raise ImageError(path, f"file is over the {max_bytes:,}-byte limit")
+    return data
+
+
+def _check_regular(path, info: os.stat_result, max_bytes: int) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(path, "is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(path, "not a regular file (a device, pipe or socket?)")
+    if info.st_size > max_bytes:
+        raise ImageError(path, f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
 
 
 def _check_file(path: Path) -> os.stat_result:
     """``stat`` of a regular file, or an :class:`ImageError` saying what ``path`` is instead."""
     try:
-        if path.is_dir():
-            raise ImageError(path, "is a folder, not a file")
         info = path.stat()
     except OSError as exc:
         raise _os_error(path, exc) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageError(path, "not a regular file (a device, pipe or socket?)")
+    _check_regular(path, info, max_bytes=info.st_size)
     return info
+
+
+def check_input_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a regular file (links followed to a regular file), else an :class:`ImageError`."""
+    _check_file(Path(path))
+    return Path(path)
 
 
 def _os_error(path, exc: OSError) -> ImageError:
@@ -439,40 +496,55 @@ def iter_image_files(
     on_error: Callable[[ImageError], None] | None = None,
     extensions: Collection[str] = IMAGE_EXTENSIONS,
 ):
-    """Yield files to classify from files and folders, in a stable order.
+    """Yield files to decode from files and folders, in a stable order (:func:`nsfwkit.inputs.find_inputs`).
 
-    Files named explicitly are yielded whatever their extension (the bytes decide); folders are
-    walked (recursively by default, hidden entries skipped, symlinked folders not followed) for
-    regular files with one of ``extensions`` (lower case, default the image ones; add
-    :data:`VIDEO_EXTENSIONS` for videos): a folder's own files first (sorted), then its
-    sub-folders. A folder that cannot be listed is reported to ``on_error`` as an
-    :class:`ImageError` (by default it raises) and the walk goes on.
+    A folder that cannot be listed is reported to ``on_error`` as an :class:`ImageError` (by
+    default it raises) and the walk goes on; the entries it skips are those of ``find_inputs``
+    (use it directly to list them).
+    """
+    from .inputs import find_inputs
+
+    for item in find_inputs(paths, recursive=recursive, extensions=extensions).items:
+        if not isinstance(item, ImageError):
+            yield item
+        elif on_error is None:
+            raise item
+        else:
+            on_error(item)
+
+
+class PixelBudget:
+    """Bounds the pixels being decoded at once across threads (memory follows pixels, not file sizes).
+
+    ``hold(n)`` waits until ``n`` more pixels fit under ``limit``; an image larger than the whole
+    budget waits until nothing else is held, then runs alone. ``peak`` records the most pixels
+    ever held at once.
     """
 
-    def report(folder, exc: OSError) -> None:
-        error = ImageError(folder, f"cannot list folder ({exc.strerror or exc})")
-        if on_error is None:
-            raise error
-        on_error(error)
+    def __init__(self, limit: int = DECODE_PIXELS):
+        import threading
 
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_dir():
-            yield path
-            continue
-        if recursive:
-            walker = os.walk(path, onerror=lambda exc: report(exc.filename, exc))
-        else:
-            try:
-                walker = [(str(path), [], os.listdir(path))]
-            except OSError as exc:
-                report(path, exc)
-                continue
-        for root, dirs, files in walker:
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if name.startswith(".") or Path(name).suffix.lower() not in extensions:
-                    continue
-                file = Path(root) / name
-                if file.is_file():
-                    yield file
+        if limit < 1:
+            raise ValueError(f"the pixel budget must be >= 1, got {limit}")
+        self.limit, self.held, self.peak = int(limit), 0, 0
+        self._cond = threading.Condition()
+
+    def acquire(self, pixels: int) -> None:
+        with self._cond:
+            while self.held and self.held + pixels > self.limit:
+                self._cond.wait()
+            self.held += pixels
+            self.peak = max(self.peak, self.held)
+
+    def release(self, pixels: int) -> None:
+        with self._cond:
+            self.held -= pixels
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int):
+        self.acquire(pixels)
+        try:
+            yield
+        finally:
+            self.release(pixels)

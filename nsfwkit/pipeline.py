@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import paths
+from . import fileio, paths
 from .fileio import write_json as _write_json
 from .fileio import write_text
 
@@ -323,9 +323,6 @@ def run(
             raised before a run folder or a kernel exists.
         StageFailed: a notebook raised; earlier stages' outputs are kept.
     """
-    import papermill as pm
-    import yaml
-
     all_stages = stages(notebooks)
     if not all_stages:
         raise ValueError(f"no notebooks named NN_name.ipynb in {notebooks or notebooks_dir()}")
@@ -335,9 +332,27 @@ def run(
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-'")
     run_dir = (Path(runs) if runs else paths.runs_dir()) / name
-    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    run_dir = run_dir.resolve()
+    with fileio.owned_folder(run_dir, "run", legacy=_legacy_run_folder):
+        return _run_stages(chosen, resolved, run_dir.resolve(), name=name, params=params,
+                           progress=progress, log_output=log_output, timeout=timeout)
 
+
+def _legacy_run_folder(folder: Path) -> bool:
+    """A run folder of an older kit (before ownership markers): its ``run.json`` lists stages."""
+    try:
+        record = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("stages"), dict) and "name" in record
+
+
+def _run_stages(chosen: list[Stage], resolved: dict[str, dict], run_dir: Path, *, name: str, params,
+                progress: bool, log_output: bool, timeout: int | None) -> Path:
+    """Execute ``chosen`` into the (claimed, locked) ``run_dir``, recording each in ``run.json``."""
+    import papermill as pm
+    import yaml
+
+    (run_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     record_path = run_dir / "run.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record.update({"name": name, "params": str(params), "python": sys.version.split()[0]})

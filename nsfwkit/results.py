@@ -361,7 +361,11 @@ def classify_to(
     if engine == "local" or spec is None:  # the Ray actors load the model; the driver needs only a spec
         model, spec = _resolve_model(model, spec, options.get("safe_mode", True))
     spec = _with_nsfw_classes(spec, nsfw_classes, threshold)
-    sampling = {k: options.get(k) for k in ("fps", "every", "max_frames", "max_seconds") if options.get(k) is not None}
+    from .frames import MAX_FRAMES, MAX_SECONDS
+
+    sampling = {"fps": options.get("fps"), "every": options.get("every"),
+                "max_frames": options.get("max_frames", MAX_FRAMES),
+                "max_seconds": options.get("max_seconds", MAX_SECONDS)}
     settings = {"model": spec.name, "class_names": list(spec.class_names), "nsfw_classes": list(spec.nsfw_classes),
                 "threshold": threshold, "frames": frames, "image_size": spec.image_size, **sampling}
     folder_errors: list = []

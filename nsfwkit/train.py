@@ -62,12 +62,14 @@ augmentation layers.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -77,6 +79,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
+from . import fileio
 from .fileio import atomic_path, replace_dir, write_json
 from .kerasutil import to_dtype_policy
 from .spec import ModelSpec, spec_path_for
@@ -84,7 +87,7 @@ from .zoo import DEFAULT_MODEL
 
 __all__ = ["TrainConfig", "TrainResult", "TrainState", "build_classifier", "classifier_parts",
            "feature_extractor", "set_trainable", "train", "read_state", "to_dtype_policy", "map_layers",
-           "plot_history"]
+           "plot_history", "TrainingError"]
 
 
 @dataclasses.dataclass
@@ -177,6 +180,7 @@ class TrainResult:
     steps: int
     resumed_from: int | None
     run_dir: Path
+    skipped_missing: list[str] = dataclasses.field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -456,7 +460,7 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: TrainState) -> Pat
         (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=1))
     _atomic_json(ckpt_dir / "latest.json", {"checkpoint": name, "global_step": state.global_step})
     for old in ckpt_dir.iterdir():  # keep the newest only
-        if old.is_dir() and old.name != name and old.name.startswith(("ckpt-", ".ckpt-")):
+        if old.is_dir() and old.name != name and _CHECKPOINT_NAME.fullmatch(old.name):
             shutil.rmtree(old, ignore_errors=True)
     return ckpt_dir / name
 
@@ -528,7 +532,8 @@ def manifest_digest(manifest: str | os.PathLike) -> str:
     rows = _data.read_manifest(manifest, split=_data.SPLITS)
     digest = hashlib.sha256()
     for r in sorted(rows, key=lambda r: (r["split"], r["path"], r["class"])):
-        digest.update("\t".join((r["path"], r["class"], r["split"], r.get("sha256", ""))).encode())
+        row = "\t".join((r["path"], r["class"], r["split"], r.get("sha256", "")))
+        digest.update(row.encode("utf-8", "surrogateescape"))  # a non-UTF-8 file name: its own bytes
         digest.update(b"\n")
     return digest.hexdigest()
 
@@ -582,6 +587,7 @@ def train(
     resume: bool = True,
     verbose: bool = True,
     progress: bool | None = None,
+    skip_missing: bool = False,
 ) -> TrainResult:
     """Fine-tune a backbone on the train split of a manifest; validate on its val split.
 
@@ -598,6 +604,13 @@ def train(
         verbose: print one line per epoch.
         progress: a text progress bar over each epoch's steps (:mod:`nsfwkit.progress`);
             default: on when ``verbose``.
+        skip_missing: leave out the manifest's files that are missing (counted, in
+            ``TrainResult.skipped_missing``) instead of refusing to start.
+
+    ``run_dir`` is the kit's own (``.nsfwkit.json`` marker, kind ``train``; a folder an older kit
+    wrote is recognised by its ``config.json``) or new/empty; any other folder is refused
+    (:class:`~nsfwkit.fileio.ForeignFolderError`). It is locked while the run writes into it
+    (a second run gets :class:`~nsfwkit.fileio.FolderBusyError` naming the holder's PID).
 
     Multi-worker runs: only the chief (task type ``chief``, or worker 0 when there is no
     chief) writes into ``run_dir``; other workers read its checkpoints to resume but write
@@ -609,19 +622,74 @@ def train(
     Raises:
         DatasetError: fewer than two classes have training images, or the split is empty.
         ValueError: ``resume`` is set and ``run_dir`` holds a run with a different config.
+        MissingFilesError: files of the manifest are missing (and not ``skip_missing``).
+        TrainingError: the run trained 0 steps (nothing is saved as ``model.keras``).
     """
     config = _as_config(config)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    splits = _read_splits(manifest, config)
+    splits, missing = _read_splits(manifest, config, skip_missing=skip_missing)
     devices = _Devices.detect(config)
-    out_dir, saved_state = _open_run_folder(run_dir, manifest, config, splits, devices, resume=resume)
-    loop = _Loop(config, splits, devices, run_dir=run_dir, out_dir=out_dir, verbose=verbose,
-                 progress=verbose if progress is None else progress)
-    state, resumed_from = loop.resume(saved_state)
-    loop.run_epochs(state, resumed=resumed_from is not None)
-    return loop.finalise(state, manifest=manifest, resumed_from=resumed_from,
-                         nsfw_classes=nsfw_classes)
+    with _run_folder(run_dir, chief=is_chief(devices.strategy)):
+        out_dir, saved_state = _open_run_folder(run_dir, manifest, config, splits, devices, resume=resume)
+        loop = _Loop(config, splits, devices, run_dir=run_dir, out_dir=out_dir, verbose=verbose,
+                     progress=verbose if progress is None else progress)
+        state, resumed_from = loop.resume(saved_state)
+        loop.run_epochs(state, resumed=resumed_from is not None)
+        if state.global_step == 0:
+            raise TrainingError(f"{manifest}: trained 0 steps (no training image could be used); "
+                                "nothing saved")
+        result = loop.finalise(state, manifest=manifest, resumed_from=resumed_from,
+                               nsfw_classes=nsfw_classes)
+    result.skipped_missing = missing
+    return result
+
+
+class TrainingError(RuntimeError):
+    """A run that could not train (0 steps): an error, never an untrained model saved."""
+
+
+#: What a run folder of this kit holds (an older kit's, before ownership markers, is recognised by these;
+#: notebook 02 adds its evaluation and history plot).
+_RUN_ENTRIES = frozenset({"model.keras", "model.spec.json", "config.json", "log.csv", "tensorboard",
+                          "checkpoints", "best.weights.h5", "evaluation", "history.png", fileio.LOCK_FILE})
+_RUN_CONFIG_KEYS = frozenset({"config", "class_names", "train_files", "manifest_sha256"})
+#: The kit's names in ``checkpoints/`` (a checkpoint, its staging/old copies, the pointer).
+_CHECKPOINT_NAME = re.compile(r"\.?ckpt-\d{8}-e\d{3}(\.(tmp|old)-[0-9a-f]{12})?"
+                              r"|latest\.json|\.latest\.tmp[0-9-]+\.json")
+
+
+def _legacy_run(folder: Path) -> bool:
+    """A run folder an older kit wrote: its ``config.json`` and nothing but the run layout."""
+    try:
+        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(saved, dict) and set(saved) == _RUN_CONFIG_KEYS
+            and all(p.name in _RUN_ENTRIES for p in folder.iterdir()))
+
+
+@contextlib.contextmanager
+def _run_folder(run_dir: Path, *, chief: bool):
+    """The chief claims and locks the run folder; other workers only read it."""
+    if not chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        yield run_dir
+        return
+    with fileio.owned_folder(run_dir, "train", legacy=_legacy_run) as folder:
+        yield folder
+
+
+def _discard_checkpoints(ckpt_dir: Path) -> None:
+    """Delete the kit's checkpoints (``--restart``); any other file in ``ckpt_dir`` stays."""
+    if not ckpt_dir.is_dir():
+        return
+    for entry in ckpt_dir.iterdir():
+        if not _CHECKPOINT_NAME.fullmatch(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _as_config(config: TrainConfig | dict | None) -> TrainConfig:
@@ -648,10 +716,18 @@ class _Splits:
         return len(self.class_names)
 
 
-def _read_splits(manifest: str | os.PathLike, config: TrainConfig) -> _Splits:
+def _read_splits(manifest: str | os.PathLike, config: TrainConfig, *,
+                 skip_missing: bool = False) -> tuple[_Splits, list[str]]:
+    """``(splits, missing)``: the train and val splits (missing files refused, or left out and
+    returned when ``skip_missing``)."""
     class_names = _data.manifest_class_names(manifest)
     train_paths, train_labels, _ = _data.manifest_arrays(manifest, "train", class_names=class_names)
     val_paths, val_labels, _ = _data.manifest_arrays(manifest, "val", class_names=class_names)
+    everything = _data.existing_files(manifest, train_paths + val_paths,
+                                      np.concatenate([train_labels, val_labels]), skip_missing=skip_missing)
+    missing = set(everything[2])
+    train_paths, train_labels, _ = _data.existing_files(manifest, train_paths, train_labels, skip_missing=True)
+    val_paths, val_labels, _ = _data.existing_files(manifest, val_paths, val_labels, skip_missing=True)
     present = sorted(set(train_labels.tolist()))
     if len(present) < 2:
         raise _data.DatasetError(
@@ -662,7 +738,8 @@ def _read_splits(manifest: str | os.PathLike, config: TrainConfig) -> _Splits:
     weights = (_data.class_weights(train_labels, num_classes) if config.class_weighting
                else np.ones(num_classes, np.float32))
     return _Splits(class_names=class_names, train_paths=train_paths, train_labels=train_labels,
-                   val_paths=val_paths, val_labels=val_labels, sample_weights=weights[train_labels])
+                   val_paths=val_paths, val_labels=val_labels,
+                   sample_weights=weights[train_labels]), sorted(missing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -708,8 +785,8 @@ def _open_run_folder(run_dir: Path, manifest, config: TrainConfig, splits: _Spli
             )
     if chief:
         ckpt_dir = out_dir / "checkpoints"
-        if not resume and ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
+        if not resume:
+            _discard_checkpoints(ckpt_dir)
         _atomic_json(config_path, saved)
     return out_dir, None if state is None else TrainState.from_dict(state)
 
@@ -958,6 +1035,9 @@ class _Loop:
 
         feats = self._cached_features("train")
         ok = feats.ok
+        if not ok.any():
+            raise TrainingError(f"none of the {len(ok)} training images could be decoded: 0 steps to train; "
+                                "nothing saved")
         kernel, bias = evaluate.fit_linear_probe(
             feats.values[ok], self.splits.train_labels[ok], num_classes=self.splits.num_classes,
             sample_weight=self.splits.sample_weights[ok])

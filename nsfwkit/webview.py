@@ -4,20 +4,24 @@
 >>> webview.build()                 # -> dist/web/index.html; view it with `nsfwkit serve`
 
 The site is a folder of its own that only the kit writes (``dist/web/`` by default), so building
-it never touches anything else in ``dist/`` — e.g. a model trained into ``dist/model/``. It is
-built in a staging folder and swapped in whole; an existing folder is replaced only when it holds
-the kit's marker file :data:`MARKER` (written by every build), so ``--out`` pointed at the wrong
-folder is refused. Its content::
+it never touches anything else in ``dist/`` — e.g. a model trained into ``dist/model/``. Each
+entry is built in a staging folder and moved into place when complete; only a folder holding the
+kit's ownership marker :data:`MARKER` (kind ``site``; a build of an older kit, marked
+:data:`LEGACY_MARKER`, is recognised) is written into, so ``--out`` pointed at the wrong folder is
+refused, and a rebuild replaces only the entries a build wrote (a file the user added stays). The
+folder is locked while it is built. Its content::
 
-    .nsfwkit-site  the marker: this folder is a site built by nsfwkit (safe to replace)
-    index.html app.js classifier.js style.css   the page (from nsfwkit/web/)
+    .nsfwkit.json  the marker: this folder is a site built by nsfwkit, with the entries it wrote
+    index.html app.js classifier.js motion.js style.css   the page (from nsfwkit/web/)
     vendor/    tf.min.js, tf-backend-wasm.min.js and its three .wasm binaries, copied from
                node_modules at build time, so the page works offline
     model/     the model as a float32 TF.js graph model (from an export folder, or exported
                now into the cache)
     filters/ activation/ cam/   gallery folders copied from a run folder, a galleries folder,
                or ``dist/`` (where ``nsfwkit visualize`` writes by default): see :func:`build`
-    site.json  what the page should load: the model and the gallery manifests that exist
+    site.json  what the page should load: the model and the gallery manifests that exist, and
+               the explanation methods (``nsfwkit.viz.attributions.ALL_METHODS``: the page
+               computes Grad-CAM, gradients and SmoothGrad and lists the others as Python's)
 
 The site is self-contained (copy the folder to any static host). Folders get the mode a plain
 ``mkdir`` gives, so another user (a web server) can read a copy.
@@ -38,13 +42,17 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .fileio import LOCK_FILE, OWNER_MARKER, UnwritableFolderError, folder_kind
+from .viz.attributions import ALL_METHODS
 from .zoo import DEFAULT_MODEL
 
-__all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "SiteFolderError", "build",
+__all__ = ["PAGE_FILES", "VENDOR_FILES", "GALLERIES", "MARKER", "LEGACY_MARKER", "SiteFolderError", "build",
            "site_dir", "vendor_sources", "default_export", "export_cache_dir", "find_galleries"]
 
-#: File every build writes into the site folder; only folders holding it are ever replaced.
-MARKER = ".nsfwkit-site"
+#: The ownership marker every build writes (:data:`nsfwkit.fileio.OWNER_MARKER`, kind ``site``).
+MARKER = OWNER_MARKER
+#: The marker of builds by older kits (recognised, then replaced by :data:`MARKER`).
+LEGACY_MARKER = ".nsfwkit-site"
 
 
 class SiteFolderError(FileExistsError):
@@ -55,7 +63,7 @@ def site_dir() -> Path:
     """The default site folder, ``dist/web/``."""
     return paths.dist_dir() / "web"
 
-PAGE_FILES = ("index.html", "app.js", "classifier.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "classifier.js", "motion.js", "style.css")
 #: node_modules-relative sources of the vendored TF.js files.
 VENDOR_FILES = {
     "tf.min.js": "@tensorflow/tfjs/dist/tf.min.js",
@@ -187,13 +195,24 @@ def _copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, copy_function=shutil.copyfile)
 
 
+def _is_site(out: Path) -> bool:
+    return folder_kind(out) == "site" or (out / LEGACY_MARKER).is_file()
+
+
 def _check_site_folder(out: Path) -> None:
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise SiteFolderError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()) and not _is_site(out):
         raise SiteFolderError(
             f"{out}: exists, is not empty and is not a web view built by nsfwkit (no {MARKER}); "
             "refusing to replace it: choose a new or empty folder (default: dist/web/)")
+    if not out.exists():  # fail before exporting a model when the folder cannot even be created
+        try:
+            out.mkdir(parents=True)
+            out.rmdir()
+        except OSError as exc:
+            raise UnwritableFolderError(exc.errno, f"cannot write the output folder here ({exc.strerror or exc})",
+                                        str(out)) from None
 
 
 def build(
@@ -210,7 +229,9 @@ def build(
 
     Args:
         out_dir: the site folder (default ``dist/web/``). It must be new, empty, or a previous
-            build (holding :data:`MARKER`); anything else raises :class:`SiteFolderError`.
+            build (holding :data:`MARKER` of kind ``site``, or :data:`LEGACY_MARKER`); anything
+            else raises :class:`SiteFolderError`. Only the entries of the previous build are
+            replaced; it is locked while built (:class:`~nsfwkit.fileio.FolderBusyError`).
         model: pretrained name or ``.keras`` file to export into the cache when ``export_dir``
             is not given.
         export_dir: an export folder (``nsfwkit export``) or a TF.js graph model folder to use.
@@ -247,14 +268,11 @@ def build(
     if sources:
         found = find_galleries(*sources)
     else:
-        found = _galleries_in(out) if (out / MARKER).is_file() else {}
+        found = _galleries_in(out) if _is_site(out) else {}
         found.update(_galleries_in(paths.dist_dir()))
 
     mode = fileio.public_mode()
-    with fileio.replace_dir(out) as stage:
-        os.chmod(stage, mode)
-        (stage / MARKER).write_text("A web view built by nsfwkit (nsfwkit build-web); this whole "
-                                    "folder is replaced by the next build.\n", encoding="utf-8")
+    with fileio.replace_owned(out, "site", overwrite=True, legacy=lambda f: (f / LEGACY_MARKER).is_file()) as stage:
         (stage / "vendor").mkdir()
         for name, src in vendor.items():
             shutil.copyfile(src, stage / "vendor" / name)
@@ -272,6 +290,7 @@ def build(
             "model": "model/model.json",
             "model_metadata": model_meta.get("userDefinedMetadata", {}).get("nsfwkit", {}),
             "galleries": galleries,
+            "explanation_methods": list(ALL_METHODS),  # the page computes some, lists the rest as Python's
         }
         (stage / "site.json").write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
         for folder, dirs, _ in os.walk(stage):

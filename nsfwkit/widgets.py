@@ -8,9 +8,11 @@
   (:func:`nsfwkit.viz.activations.top_activating_examples`; blurred by default, like the kit's
   dataset grids, because datasets may be explicit and notebooks get shared);
 * a focus view following ``mode``: ``activation`` (the channel's map), ``filter``, or ``cam``: a
-  class activation map computed at this layer with any method of :data:`nsfwkit.viz.cam.METHODS`
-  (a method picker) for the predicted class or any class picked (a class picker). When the map
-  is near-empty, the caption says why and suggests the last conv layer;
+  class activation map computed at this layer with any method of
+  :data:`nsfwkit.viz.attributions.ALL_METHODS` (a method picker: the CAMs, LayerCAM, and the pixel
+  attributions gradients / SmoothGrad / Integrated Gradients, which ignore the layer) for the
+  predicted class or any class picked (a class picker). When the map is near-empty, the caption
+  says why and suggests the last conv layer;
 * the layer's most active channels for the image, as buttons that jump to a channel.
 
 Everything is cached per layer (and channel, image, class, method), so revisiting is instant. In a
@@ -38,8 +40,9 @@ __all__ = ["LayerBrowser", "MODES", "PANELS"]
 MODES = ("filter", "activation", "cam")
 #: The side-by-side panels (``show=`` picks some).
 PANELS = ("image", "activation", "filter", "examples", "channels")
-#: CAM methods cheap enough to run inline; any other (Score-CAM, future ones) runs in the background.
-QUICK_CAM_METHODS = ("grad_cam", "grad_cam_plus_plus")
+#: Methods cheap enough to run inline (one forward + backward pass); any other (Score-CAM, SmoothGrad,
+#: Integrated Gradients, future ones) runs in the background.
+QUICK_CAM_METHODS = ("grad_cam", "grad_cam_plus_plus", "gradients", "layer_cam")
 #: A CAM with less than NEAR_EMPTY of its area above NEAR_EMPTY_LEVEL (half its peak) is reported as
 #: near-empty: a few hot pixels and nothing else (measured on the default model and the astronaut: 0.2-4%
 #: at block_1..block_6, 8-17% at block_16 and out_relu).
@@ -85,7 +88,7 @@ class LayerBrowser:
             a prepared ``manifest.csv`` (default: the sample images).
         layers: layer names to offer (default: every conv-like layer).
         recipe, steps, seed: filter optimisation settings (kept small: it runs on demand).
-        cam_method: the method picked first (any of :data:`nsfwkit.viz.cam.METHODS`).
+        cam_method: the method picked first (any of :data:`nsfwkit.viz.attributions.ALL_METHODS`).
         size: the focus view's side in pixels (panels are 3/4 of it).
         examples_count: dataset examples shown per channel.
         max_examples: at most this many dataset images are scored (a seeded sample of larger sets).
@@ -109,7 +112,7 @@ class LayerBrowser:
                  seed: int = 0, cam_method: str = "grad_cam", size: int = 224, examples_count: int = 6,
                  max_examples: int = 256, redact: bool = True, show: Sequence[str] = PANELS,
                  background: bool | None = None):
-        from .viz.cam import METHODS
+        from .viz.attributions import ALL_METHODS as METHODS
         from .viz.layers import conv_layers, input_size, layer_path
 
         self.model, self.spec = model, spec
@@ -250,11 +253,13 @@ class LayerBrowser:
             progress=False))
 
     def _cam(self, s: _State):
-        from .viz import cam
+        from .viz.attributions import PIXEL_METHODS, explain
 
-        return self._get(("cam", s.layer, s.image, s.method, s.class_index), lambda: cam.compute_cam(
-            self.model, self._pixels(s.image), method=s.method, layer=s.layer,
-            class_index=None if s.class_index < 0 else s.class_index, max_channels=64))
+        layer = None if s.method in PIXEL_METHODS else s.layer
+        options = {"max_channels": 64} if s.method == "score_cam" else {}
+        return self._get(("cam", layer, s.image, s.method, s.class_index), lambda: explain(
+            self.model, self._pixels(s.image), method=s.method, layer=layer,
+            class_index=None if s.class_index < 0 else s.class_index, **options))
 
     def _example_set(self) -> _Examples:
         return self._get(("examples",), lambda: _load_examples(self._examples_source, self._side,
@@ -296,20 +301,22 @@ class LayerBrowser:
         return overlay(self._pixels(s.image), result.maps[0]), self._cam_caption(s, result)
 
     def _cam_caption(self, s: _State, result) -> str:
+        from .viz.attributions import INPUT
         from .viz.cam import cam_coverage
         from .viz.layers import last_conv_layer
 
         c = int(result.class_index[0])
         names = getattr(self.spec, "class_names", None) or ()
         label = names[c] if c < len(names) else c
-        caption = (f"{s.method} at {s.layer} for class {label}{' (predicted)' if s.class_index < 0 else ''} "
+        where = "the input pixels" if result.layer == INPUT else s.layer
+        caption = (f"{s.method} at {where} for class {label}{' (predicted)' if s.class_index < 0 else ''} "
                    f"(p={result.probabilities[0, c]:.3f}) on {html.escape(s.image)}")
         coverage = float(cam_coverage(result.maps, threshold=NEAR_EMPTY_LEVEL)[0])
         if coverage >= NEAR_EMPTY:
             return caption
         last = last_conv_layer(self.model, self.spec)
         note = f"<br><b>near-empty map</b> ({coverage:.1%} of it above half its peak): "
-        if s.layer != last:
+        if result.layer != INPUT and s.layer != last:
             return caption + note + f"the class gradient barely reaches {s.layer}; try the last conv layer, {last}"
         return caption + note + f"little evidence for {label} in this image"
 

@@ -101,7 +101,7 @@ def test_cli_csv_all_good_exits_0(folder, capsys):
     out, _ = capsys.readouterr()
     lines = out.splitlines()
     assert code == 0
-    assert lines[0] == "path,top,nsfw,Drawing,Hentai,Neutral,Porn,Sexy,flagged,error"
+    assert lines[0] == "path,top,nsfw,Drawing,Hentai,Neutral,Porn,Sexy,flagged,error,path_bytes"
     assert len(lines) == 4 and all(line.split(",")[8] in ("true", "false") for line in lines[1:])
 
 

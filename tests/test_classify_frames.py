@@ -177,8 +177,8 @@ def test_cli_frames_all_and_worst(tmp_path, flat, capsys):
     assert set(rows[-1]) == {"path", "top", "probs", "nsfw"}
     assert cli.main(["classify", str(clip), "--model", str(model_path), "--format", "csv", "--frames", "worst"]) == 0
     header, line = capsys.readouterr().out.splitlines()
-    assert header.split(",")[-6:] == ["frames", "frame", "time", "nsfw_mean", "truncated", "error"]
-    assert line.split(",")[1] == "Porn" and line.split(",")[-6] == "4"
+    assert header.split(",")[-7:] == ["frames", "frame", "time", "nsfw_mean", "truncated", "error", "path_bytes"]
+    assert line.split(",")[1] == "Porn" and line.split(",")[-7] == "4"
     assert cli.main(["classify", str(clip), "--model", str(model_path)]) == 0
     table = capsys.readouterr().out.splitlines()[1]
     assert "Porn" in table and "turns.gif @ 0.20 s (frame 2, worst of 4)" in table

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from nsfwkit import convert
+from nsfwkit import convert, fileio
 
 from convert_helpers import build_tiny_model, require_converter, tiny_spec
 
@@ -236,11 +236,11 @@ def test_export_refuses_a_non_empty_folder(tmp_path):
     require_converter()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("user file")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(FileExistsError, match="not empty and was not written by nsfwkit"):
         convert.export(build_tiny_model(), tmp_path / "out", spec=tiny_spec())
     assert (tmp_path / "out" / "mine.txt").read_text() == "user file"
-    # overwrite=True does not make a foreign folder replaceable: only an export (export.json)
-    with pytest.raises(FileExistsError, match="not an nsfwkit export"):
+    # overwrite=True does not make a foreign folder replaceable: only the kit's export folder
+    with pytest.raises(FileExistsError, match="not written by nsfwkit"):
         convert.export(build_tiny_model(), tmp_path / "out", spec=tiny_spec(), overwrite=True)
     assert (tmp_path / "out" / "mine.txt").read_text() == "user file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]       # no staging left behind
@@ -299,7 +299,8 @@ def test_cli_export_tiny_model(tmp_path, capsys):
     assert (tmp_path / "exp" / "tfjs" / "uint8" / "model.json").is_file()
     assert not (tmp_path / "exp" / "tfjs" / "float32").exists()   # reference made in scratch
     assert not (tmp_path / "exp" / "nsfwjs").exists()
-    assert [p.name for p in (tmp_path / "exp").iterdir() if p.name.startswith(".")] == []
+    hidden = sorted(p.name for p in (tmp_path / "exp").iterdir() if p.name.startswith("."))
+    assert hidden == [fileio.OWNER_MARKER, fileio.LOCK_FILE]      # no staging left behind
     assert "stored as" in out.out and "u8 " in out.out           # the real composition
     summary = json.loads((tmp_path / "exp" / "export.json").read_text())
     assert summary["precision"]["tfjs"]["uint8"]["tensors"]["uint8"] >= 1
@@ -323,7 +324,7 @@ def test_cli_export_tiny_model(tmp_path, capsys):
     (foreign / "holiday.jpg").write_bytes(b"not really a jpeg")
     assert cli.main(["export", str(path), "--out", str(foreign), "--overwrite", "--no-nsfwjs"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("nsfwkit export: ") and "not an nsfwkit export" in err
+    assert err.startswith("nsfwkit export: ") and "not written by nsfwkit" in err
     assert (foreign / "holiday.jpg").read_bytes() == b"not really a jpeg"
 
 

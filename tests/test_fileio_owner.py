@@ -101,3 +101,43 @@ def test_lock_is_exclusive_within_a_process_too(tmp_path):
                 pass
     with fileio.folder_lock(tmp_path):  # released on exit
         pass
+
+
+def test_replace_owned_swaps_only_the_kits_entries(tmp_path):
+    out = tmp_path / "out"
+    with fileio.replace_owned(out, "export", overwrite=False) as stage:
+        (stage / "a").mkdir()
+        (stage / "a" / "x").write_text("1")
+        (stage / "b.json").write_text("{}")
+    assert fileio.owned_entries(out) == ["a", "b.json"]
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"), fileio.replace_owned(out, "export", overwrite=False):
+        pass
+    with fileio.replace_owned(out, "export", overwrite=True) as stage:
+        (stage / "a").mkdir()
+        (stage / "a" / "y").write_text("2")
+    # b.json (the kit's, not written again) is gone; the user's file stays
+    assert sorted(p.name for p in out.iterdir()) == [fileio.OWNER_MARKER, fileio.LOCK_FILE, "a", "mine.txt"]
+    assert [p.name for p in (out / "a").iterdir()] == ["y"]
+    with pytest.raises(fileio.ForeignFolderError, match="mine.txt"), \
+            fileio.replace_owned(out, "export", overwrite=True) as stage:
+        (stage / "mine.txt").write_text("the kit's")
+    assert (out / "mine.txt").read_text() == "mine" and fileio.owned_entries(out) == ["a"]
+    # a failure while staging leaves the previous result as it was, and no staging folder
+    with pytest.raises(RuntimeError, match="boom"), fileio.replace_owned(out, "export", overwrite=True) as stage:
+        (stage / "a").mkdir()
+        raise RuntimeError("boom")
+    assert (out / "a" / "y").read_text() == "2" and not list(out.glob(".nsfwkit-stage-*"))
+
+
+def test_owned_folder_refuses_before_writing_anything(tmp_path):
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "photo.jpg").write_bytes(b"1")
+    with pytest.raises(fileio.ForeignFolderError), fileio.owned_folder(user, "train"):
+        pass
+    assert [p.name for p in user.iterdir()] == ["photo.jpg"]   # not even a lock file
+    (tmp_path / "file").write_text("")
+    with pytest.raises(fileio.UnwritableFolderError, match="cannot write"), \
+            fileio.owned_folder(tmp_path / "file" / "out", "train"):
+        pass

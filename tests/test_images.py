@@ -264,7 +264,7 @@ def test_special_files_and_unlistable_folders(tmp_path, monkeypatch, rgb):
     def refuse(_):
         raise PermissionError(13, "Permission denied", str(tmp_path))
 
-    monkeypatch.setattr("nsfwkit.images.os.listdir", refuse)
+    monkeypatch.setattr("nsfwkit.inputs.os.scandir", refuse)
     errors = []
     assert list(iter_image_files([tmp_path], recursive=False, on_error=errors.append)) == []
     assert "cannot list folder" in str(errors[0]) and str(tmp_path) in str(errors[0])

@@ -45,6 +45,8 @@ def test_notebook_conventions(stage):
     cells = nb.cells
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "first cell: a title"
     assert "run_dir" in _parameters(nb)
+    # JupyterLab opens each notebook on the kit's kernel (no TensorFlow start-up noise), not a bare python3
+    assert nb.metadata.kernelspec.name == "nsfwkit", "kernelspec: the kit's kernel (nsfwkit.jupyter.KERNEL_NAME)"
     for cell in cells:
         if cell.cell_type != "code":
             continue

@@ -10,32 +10,14 @@ from nsfwkit.viz import cam
 from nsfwkit.viz import faithfulness as fa
 
 from viz_helpers import (
+    PATCH,
+    PATCH_BIAS,
+    PATCH_W,
     assert_same_model,
+    build_patch_model,
     model_fingerprint,
+    patch_images,
 )
-
-PATCH = (slice(2, 4), slice(5, 7))  # the only pixels the patch model looks at: 4 of 64
-PATCH_W = 0.01  # weight of each patch value in class 0's logit
-PATCH_BIAS = -20.0
-
-
-def build_patch_model():
-    """Input (8, 8, 3) -> Flatten -> Dense(2, softmax): logit_0 = 0.01 * sum(patch) - 20, logit_1 = 0."""
-    import keras
-
-    inputs = keras.Input((8, 8, 3), name="image")
-    dense = keras.layers.Dense(2, activation="softmax", name="dense")
-    model = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)), name="patch")
-    kernel = np.zeros((8, 8, 3, 2), np.float32)
-    kernel[PATCH + (slice(None), 0)] = PATCH_W
-    dense.set_weights([kernel.reshape(-1, 2), np.array([PATCH_BIAS, 0.0], np.float32)])
-    return model
-
-
-def patch_images(n: int = 8, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).uniform(0, 100, (n, 8, 8, 3)).astype(np.float32)
-    x[(slice(None),) + PATCH] = 255.0
-    return x
 
 
 def _sigmoid(z):

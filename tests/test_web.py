@@ -10,6 +10,7 @@ import shutil
 import stat
 import tempfile
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,6 +105,53 @@ def test_web_view_in_chromium(site, default_model, test_images, tmp_path):
         assert out["galleries"][kind]["broken"] == 0
     assert out["galleries"]["filters"]["layers"] == 2
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+@browser[0]
+@browser[1]
+def test_explanations_in_chromium(site, default_model, test_images, tmp_path):
+    """Vanilla gradients computed in the page match Python's, render over the image, and the methods
+    the page does not compute are listed as Python's (from site.json, i.e. attributions.ALL_METHODS)."""
+    require_chromium()
+    from PIL import Image
+
+    from nsfwkit import images
+    from nsfwkit.viz import attributions
+
+    root, _ = site
+    model, _ = default_model
+    img = test_images["astronaut"]
+    upload = tmp_path / "astronaut.png"
+    Image.fromarray(img).save(upload)
+    server = serve.serve_in_thread(root)
+    try:
+        out = _browse(server.url, upload=str(upload), explain=["gradients", "smoothgrad", "grad_cam"])
+    finally:
+        server.shutdown()
+    explain = out["explain"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    timings = {m: round(r["ms"]) for m, r in explain["maps"].items() if r}
+    (ARTIFACTS / "web_explain_ms.json").write_text(json.dumps(timings) + "\n")
+    print(f"ms per map in Chromium (wasm): {timings}")
+    assert out["page_errors"] == []
+    assert [m for m in out["console"] if m["type"] in ("error", "warning")] == []
+    assert explain["options"] == ["grad_cam", "gradients"]
+    python_only = [m for m in attributions.ALL_METHODS if m not in explain["options"]]
+    assert explain["python"].startswith(f"Computed in Python: {', '.join(python_only)}")
+    grads = explain["maps"]["gradients"]
+    assert grads["caption"].startswith("vanilla gradients · ") and grads["caption"].endswith("input pixels")
+    assert (grads["height"], grads["width"]) == (224, 224) and grads["peak"] == pytest.approx(1.0)
+    assert 0.001 < grads["hot"] < 0.5            # a few hot pixels, not a blank or saturated map
+    assert grads["overlay_diff"] > 5              # the drawn overlay differs from the bare image
+    expected = attributions.gradients(model, images.resize(img, 224)[None])[0]
+    page = np.asarray(grads["heatmap"], np.float32).reshape(224, 224)
+    assert np.abs(page - expected).max() < 1e-3   # the same map as Python's (float32 round-off)
+    # SmoothGrad (reachable through the page's API, not offered: see the timings) averages noisy copies
+    smooth = explain["maps"]["smoothgrad"]
+    assert smooth["caption"].startswith("SmoothGrad (8 samples) · ") and smooth["peak"] == pytest.approx(1.0)
+    smooth_map = np.asarray(smooth["heatmap"], np.float32)
+    assert np.count_nonzero(smooth_map) > smooth_map.size / 2 and not np.array_equal(smooth_map, page)
+    assert explain["maps"]["grad_cam"]["caption"].startswith("Grad-CAM · ")
 
 
 @browser[0]
@@ -222,6 +270,9 @@ def test_build_web_folder_modes_and_galleries(fake_inputs, tmp_path):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
     info = json.loads((site / "site.json").read_text())
     assert set(info["galleries"]) == set(expected) == {"filters", "activation", "cam"}
+    from nsfwkit.viz.attributions import ALL_METHODS
+
+    assert info["explanation_methods"] == list(ALL_METHODS)   # the page's one list of methods
     for rel in info["galleries"].values():
         assert (site / rel).is_file()
     shutil.rmtree(tmp_path / "dist" / "filters")
@@ -263,3 +314,101 @@ def test_build_web_from_an_absolute_keras_path(fake_inputs, tmp_path):
     assert meta["name"] == "tiny" and meta["image_size"] == 32
     assert webview.export_cache_dir(str(path)).is_relative_to(tmp_path / "cache" / "exports")
     assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.keras", "tiny.spec.json"]
+
+
+# --------------------------------------------------------------------------------------------
+# Moving pictures in the page (nsfwkit/web/motion.js)
+# --------------------------------------------------------------------------------------------
+def test_motion_js_samples_like_python():
+    """The page's caps and video rate are nsfwkit.frames' (motion.js states them as constants)."""
+    import re
+
+    from nsfwkit import frames
+
+    text = (Path(webview.__file__).parent / "web" / "motion.js").read_text(encoding="utf-8")
+    consts = dict(re.findall(r"export const (\w+) = ([\d.]+);", text))
+    assert float(consts["MAX_FRAMES"]) == frames.MAX_FRAMES and float(consts["MAX_SECONDS"]) == frames.MAX_SECONDS
+    assert float(consts["VIDEO_FPS"]) == frames.VIDEO_FPS
+    assert "motion.js" in webview.PAGE_FILES
+
+
+@browser[0]
+@browser[1]
+def test_animation_and_video_in_chromium(site, default_model, tmp_path):
+    """A GIF whose later frames score differently: the page reports Python's worst frame (index and
+    time) and every frame's probabilities within 1e-3; a WebM (VP9): Python's sample times."""
+    require_chromium()
+    from nsfwkit import samples
+    from nsfwkit.classify import classify
+
+    root, _ = site
+    model, spec = default_model
+    pictures = samples.moving_frames()
+    gif = samples.write_animation(tmp_path / "clip.gif", pictures)
+    webm = samples.write_video(tmp_path / "clip.webm", pictures, fps=10, repeat=5)
+    python = {p.name: list(classify([p], model=model, spec=spec, frames="all")) for p in (gif, webm)}
+    scores = sorted(r.nsfw for r in python["clip.gif"])
+    assert scores[-1] - scores[-2] > 0.01                      # an unambiguous worst frame...
+    worst = max(python["clip.gif"], key=lambda r: r.nsfw)
+    assert worst.frame > 0                                     # ...and not the first one
+    server = serve.serve_in_thread(root)
+    try:
+        out = _browse(server.url, moving=[str(gif), str(webm)])
+    finally:
+        server.shutdown()
+    assert out["page_errors"] == []
+    assert [m for m in out["console"] if m["type"] == "error"] == []
+    assert out["image_decoder"] is True                        # Chromium, on a localhost (secure) origin
+    page_gif, page_webm = out["moving"]
+    assert page_gif["error"] is None and page_gif["shown"] and page_gif["source"] == "ImageDecoder"
+    assert (page_gif["worst_index"], page_gif["worst_time"]) == (worst.frame, pytest.approx(worst.time, abs=1e-9))
+    assert [f["index"] for f in page_gif["frames"]] == [r.frame for r in python["clip.gif"]]
+    assert [f["time"] for f in page_gif["frames"]] == pytest.approx([r.time for r in python["clip.gif"]], abs=1e-9)
+    page_p = np.array([f["probs"] for f in page_gif["frames"]])
+    keras_p = np.array([[r.probs[c] for c in spec.class_names] for r in python["clip.gif"]])
+    assert np.abs(page_p - keras_p).max() <= 1e-3
+    assert page_gif["strip_points"] == len(pictures) and page_gif["worst_marked"] == 1
+    # the video: seeked at 1 fps plus the last frame, as load_frames samples it
+    assert page_webm["error"] is None and page_webm["source"] == "video"
+    assert [f["time"] for f in page_webm["frames"]] == pytest.approx([r.time for r in python["clip.webm"]], abs=0.05)
+    page_v = np.array([f["probs"] for f in page_webm["frames"]])
+    keras_v = np.array([[r.probs[c] for c in spec.class_names] for r in python["clip.webm"]])
+    print("video: max |page - python| probability", np.abs(page_v - keras_v).max())
+    # a browser without ImageDecoder: the first frame only, and the page says so
+    server = serve.serve_in_thread(root)
+    try:
+        out = _browse(server.url, moving=[str(gif)], no_image_decoder=True)
+    finally:
+        server.shutdown()
+    (first,) = out["moving"]
+    assert out["image_decoder"] is False and not first["shown"] and first["error"] is None
+    assert "only its first frame was classified" in first["note"]
+    table = np.array([first["table"][c] for c in spec.class_names])
+    assert np.abs(table - keras_p[0]).max() <= 1e-3
+
+
+@pytest.mark.node
+def test_motion_js_video_sampling_and_worst_frame_in_node():
+    """motion.js by hand: 1 fps plus the last frame, the caps named, ties to the first frame."""
+    import subprocess
+
+    from nsfwkit import convert
+
+    require_node()
+    motion = Path(webview.__file__).parent / "web" / "motion.js"
+    script = (f"import * as m from {json.dumps(motion.as_uri())};\n"
+              "const rows = (s) => s.map((nsfwScore) => ({ nsfwScore }));\n"
+              "console.log(JSON.stringify([m.videoSampleTimes(4.0), m.videoSampleTimes(4.0, { maxFrames: 3 }),\n"
+              "  m.videoSampleTimes(4.0, { maxFrames: 4 }), m.videoSampleTimes(4.0, { maxSeconds: 2.5 }),\n"
+              "  m.videoSampleTimes(1.5, { fps: 2 }), m.worstFrame(rows([0.1, 0.7, 0.3, 0.7]))]));")
+    proc = subprocess.run([str(convert._node()), "--input-type=module", "-e", script], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    full, capped, no_last, short, rate, worst = json.loads(proc.stdout)
+    assert full == {"times": pytest.approx([0.001, 1.001, 2.001, 3.001, 3.999]), "truncated": None}
+    assert capped == {"times": pytest.approx([0.001, 1.001, 2.001]), "truncated": "stopped after 3 frames"}
+    assert no_last["times"] == pytest.approx([0.001, 1.001, 2.001, 3.001])
+    assert no_last["truncated"] == "stopped after 4 frames: the last frame was not read"
+    assert short == {"times": pytest.approx([0.001, 1.001, 2.001]), "truncated": "stopped at 2.5 s"}
+    assert rate == {"times": pytest.approx([0.001, 0.501, 1.001, 1.499]), "truncated": None}
+    assert worst == 1

@@ -61,7 +61,6 @@ def test_picture_comes_from_viz(browser):
 def test_method_and_class_pickers_drive_the_cam(browser):
     from nsfwkit.viz import cam
 
-    assert tuple(browser.method.options) == cam.METHODS  # new methods appear by themselves
     assert browser.cam_class.value == -1 and [v for _, v in browser.cam_class.options] == [-1, 0, 1, 2]
     browser.mode.value = "cam"
     predicted = bytes(browser.view.value)
@@ -77,6 +76,21 @@ def test_method_and_class_pickers_drive_the_cam(browser):
     assert bytes(browser.view.value) != predicted
     browser.method.value = "score_cam"
     assert "score_cam at mixed" in browser.info.value
+
+
+def test_the_method_picker_offers_every_attribution(browser):
+    from nsfwkit.viz import attributions
+    from nsfwkit.viz.pixels import overlay, png_bytes
+
+    assert tuple(browser.method.options) == attributions.ALL_METHODS  # one list: new methods appear by themselves
+    browser.mode.value, browser.method.value = "cam", "gradients"
+    assert "gradients at the input pixels" in browser.info.value
+    expected = attributions.gradients(browser.model, browser._pixels("noise"))
+    assert bytes(browser.view.value) == png_bytes(overlay(browser._pixels("noise"), expected[0]))
+    browser.method.value = "layer_cam"
+    assert "layer_cam at mixed" in browser.info.value
+    expected = attributions.layer_cam(browser.model, browser._pixels("noise"), layer="mixed")
+    assert bytes(browser.view.value) == png_bytes(overlay(browser._pixels("noise"), expected[0]))
 
 
 def test_side_by_side_panels(browser):

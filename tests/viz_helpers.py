@@ -116,3 +116,39 @@ def assert_same_model(before, after):
     assert len(before["weights"]) == len(after["weights"])
     for a, b in zip(before["weights"], after["weights"]):
         np.testing.assert_array_equal(a, b)
+
+
+#: The only pixels :func:`build_patch_model` looks at: 4 of 64.
+PATCH = (slice(2, 4), slice(5, 7))
+#: Weight of each patch value in class 0's logit, and the class-0 bias.
+PATCH_W = 0.01
+PATCH_BIAS = -20.0
+
+
+def build_patch_model(conv: bool = False):
+    """Input (8, 8, 3) -> Flatten -> Dense(2, softmax): logit_0 = 0.01 * sum(patch) - 20, logit_1 = 0.
+
+    ``conv=True`` puts an identity 1x1 ``Conv2D`` "conv" before the Flatten (the same function,
+    with a feature map for the CAM methods).
+    """
+    import keras
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = inputs
+    if conv:
+        layer = keras.layers.Conv2D(3, 1, use_bias=False, name="conv")
+        x = layer(x)
+        layer.set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)])
+    dense = keras.layers.Dense(2, activation="softmax", name="dense")
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(x)), name="patch")
+    kernel = np.zeros((8, 8, 3, 2), np.float32)
+    kernel[PATCH + (slice(None), 0)] = PATCH_W
+    dense.set_weights([kernel.reshape(-1, 2), np.array([PATCH_BIAS, 0.0], np.float32)])
+    return model
+
+
+def patch_images(n: int = 8, seed: int = 0) -> np.ndarray:
+    """``n`` random 8x8 images (0-100) with the patch at 255 (class 0 is the top-1)."""
+    x = np.random.default_rng(seed).uniform(0, 100, (n, 8, 8, 3)).astype(np.float32)
+    x[(slice(None),) + PATCH] = 255.0
+    return x

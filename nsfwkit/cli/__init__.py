@@ -1,7 +1,8 @@
 """The ``nsfwkit`` command line: one module per command group, one error path.
 
 =====================  =========================================================
-``classify``           :mod:`nsfwkit.cli.classify`
+``classify``           :mod:`nsfwkit.cli.classify` (``--out DIR``: :mod:`nsfwkit.cli.results`)
+``results``            :mod:`nsfwkit.cli.results` (read a ``classify --out`` folder back)
 ``run``                :mod:`nsfwkit.cli.run` (the notebook series)
 ``models``             :mod:`nsfwkit.cli.models` (the offline pretrained models)
 ``demo-data``, ``download``, ``prepare``, ``train``, ``evaluate``
@@ -24,6 +25,7 @@ import argparse
 import os
 import sys
 
+from .. import fileio
 from . import classify, convert, data, models, results, run, viz
 from .errors import FAILED, USAGE, CommandError, from_argparse, from_exception, report
 
@@ -54,13 +56,17 @@ def _quiet_tensorflow() -> None:
 
 #: What each command's exit status means (``nsfwkit --help`` prints it).
 EXIT_CODES = """\
-exit status (every command: 2 = usage error, e.g. bad flags or a missing input; 130 = interrupted):
+exit status (every command: 2 = usage error, e.g. bad flags, a missing input, an output folder the kit
+  does not own or cannot write (checked before any work); 1 = the output folder is in use by another
+  nsfwkit process (its PID is named); 130 = interrupted):
   classify    0 every file classified; 1 some files failed (each reported); 2 also: no image files
   prepare     0 manifest written (quarantined files are reported in quarantine.csv, not failures)
   download    0 every URL fetched or already there; 1 some URLs failed (see the report)
-  train       0 model written; 2 also: unusable manifest or a run folder with another config
+  train       0 model written; 1 the run trained 0 steps (nothing saved); 2 also: unusable manifest,
+              missing files (see --skip-missing) or a run folder with another config
   evaluate    0 report written (a target the val split cannot support is stated, not an error);
-              2 also: an empty val/test split, or a val split without NSFW or safe images
+              2 also: an empty val/test split, a val split without NSFW or safe images, or
+              missing files (see --skip-missing)
   demo-data   0 written; 2 also: the folder holds files the kit did not write
   run         0 every stage ran; 1 a stage (notebook cell) failed
   export      0 exported; 1 the conversion failed or the converter is missing
@@ -113,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except (fileio.ForeignFolderError, fileio.UnwritableFolderError) as exc:  # refused before any work
+        error = from_exception(exc, "output folder", code=USAGE)
+    except fileio.FolderBusyError as exc:  # another nsfwkit process writes there: try again later
+        error = from_exception(exc, "output folder", code=FAILED)
     except OSError as exc:  # a file no handler expected to fail (disk full, permissions...)
         error = from_exception(exc, "file", code=FAILED)
     report(error.prog or prog, error.what, error.why)

@@ -1,13 +1,14 @@
 """CLI subcommands ``export``, ``serve`` and ``build-web``.
 
-    nsfwkit export MODEL --out DIR [--quantize none|float16|uint8 ...] [--precision-plan measured|none]
-                   [--no-nsfwjs] [--overwrite]
+    nsfwkit export MODEL --out DIR [--format tfjs,tflite,onnx|all] [--quantize none,float16,uint8,dynamic,int8]
+                   [--calibration DIR] [--precision-plan measured|none] [--no-nsfwjs] [--overwrite]
     nsfwkit serve [DIR] [--port P]                  (DIR default: dist/web)
     nsfwkit build-web [--out DIR] [--model M | --export DIR] [--galleries DIR] [--run RUN_DIR]
                                                     (DIR default: dist/web)
 
-Exit status: 0 ok; 1 the export or build itself failed, the converter is missing, or the port
-cannot be opened; 2 usage error (unknown model, refused output folder, bad port).
+Exit status: 0 ok; 1 the export or build itself failed, the converter or a runtime is missing, or
+the port cannot be opened; 2 usage error (unknown model, format or precision, refused output
+folder, a calibration folder without a usable image, bad port).
 TensorFlow is imported inside the handlers only, so ``nsfwkit --help`` stays fast.
 """
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ..zoo import DEFAULT_MODEL
-from .errors import FAILED, OK, CommandError, from_exception
+from .errors import FAILED, OK, CommandError, from_exception, report
 
 __all__ = ["register"]
 
@@ -33,27 +34,54 @@ def _print_sizes(rows) -> None:
               f"{r['path']:<18} {r.get('stored_as', '')}".rstrip())
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from .. import convert, zoo
+def _print_runtimes(result) -> None:
+    """The TFLite/ONNX parity rows, the combinations not made, and a warning per missed bar."""
+    from .. import convert
 
-    quants = args.quantize or ["none", "float16", "uint8"]
+    rows = [r for r in convert.runtime_table(result.out_dir) if r["format"] != "tfjs"]
+    if rows:
+        print(convert.table_text(rows))
+    for row in rows:
+        if not row["passed"]:
+            report("nsfwkit export", row["path"], f"max |dp| {row['max_abs_diff']:.2e} misses the bar "
+                                                  f"{row['tolerance']:g} (or top-1 changed); see export.json")
+    for item in result.not_made:
+        print(f"not made: {item['format']} {item['precision']} ({item['reason']})", file=sys.stderr)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .. import convert, fileio, zoo
+    from ..convert import formats
+
+    try:
+        formats.resolve(args.format, args.quantize)   # a bad list fails before the model loads
+    except formats.FormatError as exc:
+        raise CommandError(exc.option, str(exc)) from None
     try:
         model, spec = zoo.load(args.model, safe_mode=not args.unsafe_load)
     except (OSError, ValueError) as exc:   # ModelNotFoundError, NotADirectoryError, bad file...
         raise from_exception(exc, args.model) from None
     try:
-        result = convert.export(model, args.out, spec=spec, quantizations=quants,
-                                nsfwjs=False if args.no_nsfwjs else None,
+        result = convert.export(model, args.out, spec=spec, quantizations=args.quantize,
+                                nsfwjs=False if args.no_nsfwjs else None, formats=args.format,
+                                calibration=args.calibration,
                                 overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
                                 precision_plan=args.precision_plan == "measured")
-    except (FileExistsError, NotADirectoryError) as exc:   # refused output folder: usage
+    except (FileExistsError, NotADirectoryError, fileio.UnwritableFolderError) as exc:   # refused --out: usage
         raise from_exception(exc, args.out) from None
+    except formats.FormatError as exc:
+        raise CommandError(exc.option, str(exc)) from None
+    except convert.CalibrationError as exc:                  # no usable calibration image: usage
+        raise from_exception(exc, args.calibration) from None
     except convert.ConverterMissingError as exc:
         raise from_exception(exc, "tensorflowjs", code=FAILED) from None
+    except convert.RuntimeMissingError as exc:
+        raise from_exception(exc, "--format", code=FAILED) from None
     except (OSError, ValueError, RuntimeError) as exc:       # the export itself failed
         raise from_exception(exc, args.out, code=FAILED) from None
     if not args.quiet:
         _print_sizes(result.sizes)
+        _print_runtimes(result)
         print(f"exported {spec.name} to {result.out_dir}", file=sys.stderr)
         if result.nsfwjs:
             first = next(iter(result.nsfwjs.values()))
@@ -78,13 +106,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_web(args: argparse.Namespace) -> int:
-    from .. import webview, zoo
+    from .. import fileio, webview, zoo
 
     out = args.out or webview.site_dir()
     try:
         index = webview.build(args.out, model=args.model, export_dir=args.export,
                               galleries_from=args.galleries, run_dir=args.run)
-    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError) as exc:   # SiteFolderError included
+    except (FileNotFoundError, FileExistsError, zoo.ModelNotFoundError,
+            fileio.UnwritableFolderError) as exc:   # SiteFolderError included
         raise from_exception(exc, out) from None
     except (OSError, ValueError) as exc:
         raise from_exception(exc, out, code=FAILED) from None
@@ -98,14 +127,25 @@ def _cmd_build_web(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     """Add ``export``, ``serve`` and ``build-web`` to the ``nsfwkit`` CLI."""
     p = subparsers.add_parser(
-        "export", help="export a model as SavedModel + TensorFlow.js graph models",
+        "export", help="export a model as SavedModel + TensorFlow.js / TFLite / ONNX models",
         description="Write DIR/saved_model, DIR/tfjs/<q>/ (input raw RGB 0-255) and, for nsfwjs's "
                     "five classes, DIR/nsfwjs/<q>/ (input 0-1: load it with nsfwjs.load(url, "
-                    "{type: 'graph', size})), plus spec.json and export.json (sizes).")
+                    "{type: 'graph', size})); with --format tflite/onnx also DIR/tflite/<q>/model.tflite "
+                    "and DIR/onnx/<q>/model.onnx (input raw RGB 0-255, spec.json beside each, parity "
+                    "measured in LiteRT / onnxruntime); plus spec.json and export.json (one size and "
+                    "parity row per format and precision).")
     p.add_argument("model", help=f"pretrained name ({DEFAULT_MODEL}, inception_v3) or a .keras file")
     p.add_argument("--out", required=True, help="export folder to create")
-    p.add_argument("--quantize", action="append", choices=("none", "float16", "uint8"),
-                   help="weight quantisation; repeat for several (default: all three)")
+    p.add_argument("--format", default="tfjs",
+                   help="comma list of tfjs, tflite, onnx, or all (default: tfjs; the SavedModel is always "
+                        "written)")
+    p.add_argument("--quantize", action="append",
+                   help="comma list (or repeat): none, float16, uint8 (tfjs), dynamic, int8 (tflite), all; "
+                        "each is made in every chosen format that has it (default: every precision of "
+                        "each format)")
+    p.add_argument("--calibration", default=None, metavar="DIR",
+                   help="your own images to calibrate the quantised tflite/onnx builds (int8 ranges, the "
+                        "measured mix); default: the kit's safe samples plus generated images")
     p.add_argument("--precision-plan", choices=("measured", "none"), default="measured",
                    help="measured (default): float16/uint8 exports keep each weight tensor in the "
                         "cheapest dtype that stays within the parity bars (mixed precision, larger); "
@@ -128,7 +168,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "build-web", help="build the static web view into dist/web/",
         description="Build the page, vendored TF.js, the model and the galleries into a folder of its "
-                    "own (default dist/web/), replacing only a previous build (marked .nsfwkit-site).")
+                    "own (default dist/web/), replacing only what a previous build wrote there (marked .nsfwkit.json).")
     p.add_argument("--out", default=None, help="site folder (default: dist/web/; must be new, empty or a "
                                                "previous build)")
     p.add_argument("--model", default=DEFAULT_MODEL,

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..inputs import display_path, skipped_summary
 from ..zoo import DEFAULT_MODEL
 from .errors import FAILED, OK, from_exception
 
@@ -61,6 +62,24 @@ def _download(args) -> int:
 
 
 def _prepare(args) -> int:
+    from .. import fileio
+    from ..data.manifest import is_prepared_folder
+
+    out = Path(args.out)
+    created = not out.exists()
+    try:  # a refused or unwritable --out fails here, before any validation
+        with fileio.owned_folder(out, "prepare", legacy=is_prepared_folder):
+            return _prepare_into(args)
+    except BaseException:
+        kit_only = {fileio.OWNER_MARKER, fileio.LOCK_FILE}
+        if created and fileio.folder_kind(out) == "prepare" and {p.name for p in out.iterdir()} <= kit_only:
+            for name in (fileio.OWNER_MARKER, fileio.LOCK_FILE):
+                (out / name).unlink(missing_ok=True)
+            out.rmdir()  # nothing was written: leave nothing behind
+        raise
+
+
+def _prepare_into(args) -> int:
     from .. import data
 
     val, test = args.val, args.test
@@ -82,9 +101,11 @@ def _prepare(args) -> int:
           f"{s['label_conflicts']} label conflicts; splits {s['splits']}")
     for w in ds.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if ds.skipped:
+        print(f"{skipped_summary(ds.skipped)} (left out of the dataset; counted in summary.json)", file=sys.stderr)
     for r in ds.quarantine[:20]:
-        print(f"  quarantined: {r.path}: {r.reason}", file=sys.stderr)
-    print(f"manifest: {files['manifest']}")
+        print(f"  quarantined: {display_path(r.path)}: {r.reason}", file=sys.stderr)
+    print(f"manifest: {display_path(files['manifest'])}")
     return 0  # quarantined files are reported (quarantine.csv), not a failure: `prepare && train` chains
 
 
@@ -113,11 +134,21 @@ def _train(args) -> int:
             cfg[key] = None if key == "weights" and value == "none" else value
     try:
         result = train.train(args.manifest, args.out, cfg, resume=not args.restart,
-                             progress=not args.quiet)
+                             progress=not args.quiet, skip_missing=args.skip_missing)
+    except train.TrainingError as exc:
+        raise from_exception(exc, args.manifest, code=FAILED) from None
     except (data.DatasetError, ValueError) as exc:
         raise from_exception(exc, args.out) from None
     print(f"model: {result.model_path} ({result.steps} steps)")
+    _report_skipped(result.skipped_missing, args.manifest)
     return OK
+
+
+def _report_skipped(missing: list[str], manifest) -> None:
+    """One warning line for the files ``--skip-missing`` left out (the first few named)."""
+    if missing:
+        first = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        print(f"warning: skipped {len(missing)} files of {manifest} that are missing ({first})", file=sys.stderr)
 
 
 def _evaluate(args) -> int:
@@ -129,7 +160,8 @@ def _evaluate(args) -> int:
         run = evaluate.evaluate_run(args.model, args.manifest, out, target=args.target,
                                     confidence=args.confidence or None, probe=not args.no_probe,
                                     baseline=None if args.baseline == "none" else args.baseline,
-                                    redact_images=not args.no_redact, update_spec=update)
+                                    redact_images=not args.no_redact, update_spec=update,
+                                    skip_missing=args.skip_missing)
     except (data.DatasetError, ValueError, FileNotFoundError) as exc:
         raise from_exception(exc, args.model) from None
     test = run.report["test"]
@@ -149,6 +181,7 @@ def _evaluate(args) -> int:
               "threshold NOT written into the model's spec (see --update-spec)")
     for name, path in run.files.items():
         print(f"{name}: {path}")
+    _report_skipped(run.skipped_missing, args.manifest)
     return OK
 
 
@@ -217,7 +250,10 @@ def register(subparsers) -> None:
     p.add_argument("--unfreeze", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int)
-    p.add_argument("--restart", action="store_true", help="ignore checkpoints in OUT")
+    p.add_argument("--restart", action="store_true",
+                   help="start over: delete the kit's checkpoints in OUT/checkpoints (nothing else)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out manifest files that are missing (counted and reported) instead of refusing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -238,5 +274,7 @@ def register(subparsers) -> None:
                    help="skip the linear-probe baseline (nsfwkit-trained models only)")
     p.add_argument("--baseline", default=DEFAULT_MODEL, help="baseline model, or 'none'")
     p.add_argument("--no-redact", action="store_true", help="show mistakes unblurred")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out manifest files that are missing (counted and reported) instead of refusing")
     p.set_defaults(func=_evaluate)
 

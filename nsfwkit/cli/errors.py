@@ -66,5 +66,11 @@ def from_argparse(prog: str, message: str) -> CommandError:
 
 
 def report(prog: str, what, why: str) -> None:
-    """Print ``<prog>: <what> — <why>`` on stderr (a failure, or one failed input of a batch)."""
-    print(f"{prog}: {CommandError(what, why)}", file=sys.stderr)
+    """Print ``<prog>: <what> — <why>`` on stderr (a failure, or one failed input of a batch).
+
+    Both parts go through :func:`nsfwkit.inputs.display_path`: control characters and bytes that
+    are not UTF-8 in a file name are escaped, never sent to the terminal raw.
+    """
+    from ..inputs import display_path
+
+    print(f"{prog}: {CommandError(display_path(str(what)), display_path(str(why)))}", file=sys.stderr)

@@ -40,7 +40,7 @@ def check_out_arguments(args: argparse.Namespace) -> None:
             raise CommandError(flag, "needs --out DIR (results go to Parquet shards there)")
 
 
-def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes) -> int:
+def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes, sampling: dict | None = None) -> int:
     """``classify ... --out DIR``: the resumable run; a summary line on stderr."""
     from ..fileio import FolderBusyError, ForeignFolderError
     from ..results import ResultsFolderError, classify_to
@@ -60,7 +60,8 @@ def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes
                           recursive=not args.no_recursive, frames=args.frames or "worst", verify=args.verify,
                           rows_per_shard=args.shard_size, engine=args.engine, ray_options=ray_options,
                           on_result=on_result, batch_size=args.batch_size, safe_mode=not args.unsafe_load,
-                          progress=sys.stderr.isatty() and not args.quiet)
+                          progress=sys.stderr.isatty() and not args.quiet,
+                          **{k: v for k, v in (sampling or {}).items() if v is not None})
     except (ForeignFolderError, FolderBusyError, ResultsFolderError) as exc:
         raise from_exception(exc, args.out) from None
     except (ValueError, ImportError) as exc:  # e.g. --engine ray without Ray installed, or too few CPUs for --actors

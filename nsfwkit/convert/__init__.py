@@ -15,8 +15,12 @@ What gets written under ``out_dir``::
     nsfwjs/<q>/model.json     the same network with an input taking 0-1 pixels, the convention
                               of nsfwjs's own models: load it with
                               ``nsfwjs.load(url, {type: "graph", size: S})``
+    tflite/<q>/model.tflite   with ``formats`` including ``tflite``: q in float32/float16/dynamic/int8
+    onnx/<q>/model.onnx       with ``formats`` including ``onnx``: q in float32/float16 (each with
+                              its spec.json sidecar; :mod:`.tflite`, :mod:`.onnx`)
     export.json               sizes, timings, the measured mixed-precision plan of each
-                              quantised export (also returned as :class:`ExportResult`)
+                              quantised export (also returned as :class:`ExportResult`); the
+                              TFLite/ONNX rows of ``sizes`` carry their parity in the runtime
 
 Quantised exports are MIXED precision, chosen by measurement (:mod:`.precision`):
 ``uint8`` stores each weight tensor as uint8, float16 or float32 and ``float16`` as float16 or
@@ -42,6 +46,11 @@ The converter (Python package ``tensorflowjs``) is optional and imported lazily:
 Where things are (every public name is importable from ``nsfwkit.convert`` itself)::
 
     exporter.py     export(): the whole export folder, step by step
+    formats.py      which format gets which precision; the TFLite/ONNX step of export();
+                    runtime_table(), table_text(), plot_size_vs_error(): size and parity per format
+    tflite.py       export_tflite(): TFLite (LiteRT) models, parity measured in LiteRT
+    onnx.py         export_onnx(): ONNX models, parity measured in onnxruntime
+    runtimes.py     what the TFLite and ONNX exporters share (images, parity rows, sidecar, planner)
     builder.py      inference_model(): the ONE model builder every exporter uses
     saved_model.py  export_saved_model(): the SavedModel every converter reads
     tfjs.py         export_tfjs(), find_node(): TF.js graph models and their metadata
@@ -52,9 +61,9 @@ Where things are (every public name is importable from ``nsfwkit.convert`` itsel
     parity.py       Keras vs TF.js / nsfwjs: compare(), check_parity(), ParityReport
     _converter.py   the ``tensorflowjs`` import and its stand-in modules
 
-A new format (TFLite, ONNX...) is a module of its own beside ``tfjs.py``: it builds its model
-with :func:`inference_model`, writes its folder through ``layout._atomic_dir``, and adds a
-step to :func:`export`.
+A new format is a module of its own beside ``tfjs.py`` (as ``tflite.py`` and ``onnx.py`` are):
+it builds its model with :func:`inference_model`, writes its folder through
+``layout._atomic_dir``, and adds its precisions and its step in ``formats.py``.
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ from ._converter import (
 )
 from .builder import inference_model
 from .exporter import export
+from .formats import FORMATS, PRECISIONS, FormatError, plot_size_vs_error, runtime_table, table_text
 from .layout import (
     METADATA_FORMAT,  # noqa: F401
     METADATA_KEY,  # noqa: F401
@@ -97,6 +107,7 @@ from .precision import (
     _fnmatch_escape,  # noqa: F401
     _PrecisionPlanner,  # noqa: F401
 )
+from .runtimes import CalibrationError, RuntimeMissingError
 from .saved_model import export_saved_model
 from .tfjs import export_tfjs, find_node
 
@@ -123,4 +134,12 @@ __all__ = [
     "nsfwjs_probabilities",
     "run_node",
     "find_node",
+    "FORMATS",
+    "PRECISIONS",
+    "FormatError",
+    "CalibrationError",
+    "RuntimeMissingError",
+    "runtime_table",
+    "table_text",
+    "plot_size_vs_error",
 ]

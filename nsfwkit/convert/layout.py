@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,10 +40,34 @@ def _quant(quantization: str | None) -> str:
     return _QUANT_ALIASES[key]
 
 
+#: Names an export folder (or one of its model folders) is made of; anything else is the user's.
+_KIT_ENTRY = re.compile(r"export\.json|spec\.json|model\.json|group\d+-shard\d+of\d+\.bin|saved_model\.pb"
+                        r"|fingerprint\.pb|variables|assets|saved_model|tfjs|nsfwjs|tflite|onnx|calibration"
+                        r"|[^/]+\.(tflite|onnx|keras)|\.nsfwkit\.json|\.nsfwkit\.lock")
+#: Keys every ``export.json`` of :func:`~nsfwkit.convert.export` has.
+_EXPORT_KEYS = frozenset({"saved_model", "tfjs", "sizes", "model", "class_names"})
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Entries of ``folder`` that are no part of any export layout (the user's files)."""
+    return sorted(p.name for p in folder.iterdir() if not _KIT_ENTRY.fullmatch(p.name))
+
+
+def _legacy_export(folder: Path) -> bool:
+    """Whether ``folder`` is an export an older kit wrote (before ownership markers): its
+    ``export.json`` has the kit's keys and the folder holds nothing but the export layout."""
+    try:
+        data = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and _EXPORT_KEYS <= set(data) and not _foreign_entries(folder)
+
+
 def _is_kit_folder(folder: Path) -> bool:
     """Whether ``folder`` is something this module wrote, so ``overwrite`` may replace it: an
     export (``export.json``), a TF.js graph model with nsfwkit metadata (``model.json``), or
-    a SavedModel with its ``spec.json`` (:func:`export_saved_model`)."""
+    a SavedModel with its ``spec.json`` (:func:`export_saved_model`). Only the kind of folder:
+    :func:`_atomic_dir` also refuses one holding anything else (:func:`_foreign_entries`)."""
     try:
         if isinstance(json.loads((folder / "export.json").read_text(encoding="utf-8")), dict):
             return True
@@ -79,6 +104,13 @@ def _atomic_dir(dest: Path, *, overwrite: bool):
                 raise FileExistsError(
                     f"{dest}: exists and is not an nsfwkit export (no export.json); refusing to "
                     "replace it even with overwrite: choose a new or empty folder")
+            if foreign := _foreign_entries(dest):
+                raise FileExistsError(
+                    f"{dest}: holds files nsfwkit did not write ({', '.join(foreign[:4])}); refusing to "
+                    "replace the folder even with overwrite: choose a new or empty folder")
+            if fileio.folder_kind(dest) is not None:
+                raise FileExistsError(f"{dest}: is a whole nsfwkit {fileio.folder_kind(dest)} folder, not one "
+                                      "model's: write this model into a new folder")
     with fileio.replace_dir(dest) as tmp:
         os.chmod(tmp, fileio.public_mode())
         yield tmp
@@ -112,6 +144,9 @@ class ExportResult:
         precision: ``"tfjs"``/``"nsfwjs"`` -> quantisation -> the measured storage plan
             (:meth:`_PrecisionPlanner.plan`): per-dtype tensor counts, weight bytes, the
             calibration error, and ``levels`` (weight name -> ``uint8``/``float16``/``float32``).
+        tflite: precision -> TFLite folder (``model.tflite``, ``spec.json``); may be empty.
+        onnx: precision -> ONNX folder (``model.onnx``, ``spec.json``); may be empty.
+        not_made: requested format/precision pairs that do not exist (``{format, precision, reason}``).
     """
 
     out_dir: Path
@@ -121,6 +156,9 @@ class ExportResult:
     sizes: list[dict[str, Any]]
     seconds: dict[str, float]
     precision: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    tflite: dict[str, Path] = dataclasses.field(default_factory=dict)
+    onnx: dict[str, Path] = dataclasses.field(default_factory=dict)
+    not_made: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         rel = lambda p: str(Path(p).relative_to(self.out_dir))  # noqa: E731
@@ -128,6 +166,8 @@ class ExportResult:
             "saved_model": rel(self.saved_model),
             "tfjs": {q: rel(p) for q, p in self.tfjs.items()},
             "nsfwjs": {q: rel(p) for q, p in self.nsfwjs.items()},
+            "tflite": {q: rel(p) for q, p in self.tflite.items()},
+            "onnx": {q: rel(p) for q, p in self.onnx.items()},
             "sizes": self.sizes,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }

@@ -33,6 +33,7 @@ __all__ = [
     "PLAN_MARGIN",
     "RuntimeMissingError",
     "PlanError",
+    "CalibrationError",
     "require",
     "calibration_images",
     "parity_images",
@@ -66,6 +67,10 @@ class RuntimeMissingError(ImportError):
 
 class PlanError(RuntimeError):
     """No mix of quantised and float parts keeps the model within the target."""
+
+
+class CalibrationError(ValueError):
+    """A calibration folder gave no usable image (``str()`` names the folder and why)."""
 
 
 def require(module: str, package: str):
@@ -125,7 +130,7 @@ def calibration_images(image_size: int, calibration: str | os.PathLike | None = 
         "images", "skipped": [{"file", "reason"}]}``.
 
     Raises:
-        ValueError: no image of ``calibration`` could be loaded.
+        CalibrationError: no image of ``calibration`` could be loaded.
     """
     from nsfwkit import images as imgs
 
@@ -140,7 +145,7 @@ def calibration_images(image_size: int, calibration: str | os.PathLike | None = 
     report = {"source": str(calibration), "images": int(len(batch)),
               "skipped": [{"file": e.path, "reason": e.reason} for e in errors]}
     if not len(batch):
-        raise ValueError(f"{calibration}: no usable calibration image "
+        raise CalibrationError(f"{calibration}: no usable calibration image "
                          f"({len(errors)} skipped: {'; '.join(map(str, errors[:3]))})")
     return batch, report
 

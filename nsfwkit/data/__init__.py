@@ -4,8 +4,10 @@ A dataset is a folder with one sub-folder per class (files at any depth below it
 shared loader accepts), e.g. the public scrapers' ``drawings/ hentai/ neutral/ porn/ sexy/`` or
 ``sfw/ nsfw/``. :func:`prepare` turns it into a :class:`PreparedDataset`:
 
-1. **scan** -- list candidate files per class (image extensions; hidden files skipped; other
-   files counted as ignored; empty class folders reported).
+1. **scan** -- list candidate files per class with :func:`nsfwkit.inputs.find_inputs` (regular
+   files with an image extension, HEIC/SVG to be quarantined with a message; hidden entries,
+   FIFOs, devices, broken links and other extensions skipped and counted by reason; empty class
+   folders reported).
 2. **validate** -- every file is read and decoded **once** with :func:`nsfwkit.images.decode_image`
    (the loader every other path uses). Unusable files go to the *quarantine* list with the
    loader's reason; nothing is ever moved, changed or deleted.
@@ -46,10 +48,12 @@ from .duplicates import DuplicateGroups, find_duplicate_groups
 from .manifest import (
     MANIFEST_FIELDS,
     NSFW_NAMES,
+    MissingFilesError,
     PreparedDataset,
     class_key,
     class_weights,
     default_nsfw_classes,
+    existing_files,
     manifest_arrays,
     manifest_class_names,
     read_manifest,
@@ -83,6 +87,8 @@ __all__ = [
     "prepare",
     "read_manifest",
     "manifest_arrays",
+    "existing_files",
+    "MissingFilesError",
     "default_nsfw_classes",
     "class_weights",
     "plot_class_balance",

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_path, write_text as _write_text
+from ..fileio import atomic_path
+from ..fileio import write_text as _write_text
 from .scan import DatasetError, Record
 from .split import SPLITS
 
@@ -26,6 +27,8 @@ __all__ = [
     "read_manifest",
     "manifest_class_names",
     "manifest_arrays",
+    "existing_files",
+    "MissingFilesError",
     "class_key",
     "default_nsfw_classes",
     "class_weights",
@@ -35,6 +38,9 @@ MANIFEST_FIELDS = (
     "path", "class", "split", "sha256", "phash", "size", "width", "height", "format", "group",
     "note",
 )
+#: ``summary.json``'s ``path_base`` when ``manifest.csv``'s paths are relative to its own folder
+#: (manifests of older kits: relative to the directory ``prepare`` ran in).
+PATH_BASE = "manifest_folder"
 #: Dataset class names (lower-case) counted as NSFW by default.
 NSFW_NAMES = frozenset({"hentai", "porn", "sexy", "nsfw", "explicit", "nude", "nudity", "unsafe"})
 
@@ -50,6 +56,7 @@ class PreparedDataset:
     empty_classes: list[str]
     warnings: list[str]
     params: dict[str, Any]
+    skipped: list = dataclasses.field(default_factory=list)  # nsfwkit.inputs.Skipped: entries left out
 
     @property
     def valid(self) -> list[Record]:
@@ -92,6 +99,7 @@ class PreparedDataset:
             "valid": len(self.valid),
             "quarantined": len(self.quarantine),
             "ignored": len(self.ignored),
+            "skipped": _reason_counts(self.skipped),
             "empty_classes": list(self.empty_classes),
             "duplicate_groups": len(dup),
             "files_in_duplicate_groups": sum(len(v) for v in dup.values()),
@@ -106,13 +114,15 @@ class PreparedDataset:
     def write(self, folder: str | os.PathLike) -> dict[str, Path]:
         """Write ``manifest.csv``, ``quarantine.csv``, ``duplicates.csv``, ``summary.json``.
 
-        Every file is written atomically. Returns ``{name: path}``.
+        Every file is written atomically. ``manifest.csv``'s paths are relative to ``folder`` (or
+        absolute when they cannot be), so the manifest works from any directory; the dataset's
+        ``root`` is recorded in ``summary.json``. Returns ``{name: path}``.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         out = {}
         rows = [
-            {"path": r.path, "class": r.label, "split": r.split, "sha256": r.sha256,
+            {"path": _relative_to(r.path, folder), "class": r.label, "split": r.split, "sha256": r.sha256,
              "phash": r.phash, "size": r.size, "width": r.width, "height": r.height,
              "format": r.format, "group": r.group, "note": r.note}
             for r in self.valid
@@ -139,32 +149,124 @@ class PreparedDataset:
              "phash", "note"), dup_rows,
         )
         out["summary"] = _write_text(folder / "summary.json",
-                                     json.dumps(self.summary(), indent=2) + "\n")
+                                     json.dumps({**self.summary(), "path_base": PATH_BASE}, indent=2) + "\n")
         return out
 
 
+#: What :meth:`PreparedDataset.write` writes into its folder.
+PREPARED_FILES = frozenset({"manifest.csv", "quarantine.csv", "duplicates.csv", "summary.json"})
+
+
+def is_prepared_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a prepared dataset's files and nothing else (``prepare --out`` of an
+    older kit, before ownership markers): recognised by content, not only by the names."""
+    folder = Path(folder)
+    names = {p.name for p in folder.iterdir()} - {".nsfwkit.lock"}
+    if not ({"manifest.csv", "summary.json"} <= names <= PREPARED_FILES):
+        return False
+    try:
+        with open(folder / "manifest.csv", newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return tuple(header) == MANIFEST_FIELDS and isinstance(summary, dict) and {"class_names", "counts"} <= set(summary)
+
+
+def _reason_counts(skipped) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in skipped:
+        counts[entry.reason] = counts.get(entry.reason, 0) + 1
+    return counts
+
+
+#: CSV columns holding file names: a name that is not valid UTF-8 is written as its escaped form,
+#: with its exact bytes in ``<column>_bytes`` (base64; the column exists only when needed).
+_NAME_COLUMNS = ("path", "nearest")
+
+
+def _name_rows(fields: Sequence[str], rows: list[dict]) -> tuple[list[str], list[dict]]:
+    from ..inputs import name_fields
+
+    fields, out = list(fields), []
+    for row in rows:
+        row = dict(row)
+        for key in _NAME_COLUMNS:
+            if row.get(key):
+                row.update(name_fields(row[key], key))
+        out.append(row)
+    extra = [f"{k}_bytes" for k in _NAME_COLUMNS if k in fields and any(f"{k}_bytes" in r for r in out)]
+    return fields + extra, out
+
+
+def _exact_names(row: dict) -> dict:
+    from ..inputs import name_from_fields
+
+    for key in _NAME_COLUMNS:
+        if row.get(f"{key}_bytes"):
+            row[key] = name_from_fields(row, key)
+    return row
+
+
 def _write_csv(path: Path, fields: Sequence[str], rows: list[dict]) -> Path:
+    fields, rows = _name_rows(fields, rows)
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(fields))
         writer.writeheader()
         writer.writerows(rows)
     return path
 
-def read_manifest(path: str | os.PathLike, *, split: str | Sequence[str] | None = None) -> list[dict]:
-    """Rows of a ``manifest.csv`` (all, or those of one or more splits)."""
+def _relative_to(path: str, folder: Path) -> str:
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    except ValueError:  # another drive (Windows)
+        return os.path.abspath(path)
+
+
+def _path_resolver(folder: Path):
+    """How a manifest's ``path`` becomes a path to open: relative to the manifest's folder (this
+    kit's manifests); an older kit's (relative to where it ran): as written when that file
+    exists from here, else relative to the manifest's folder."""
+    try:
+        base = json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("path_base")
+    except (OSError, ValueError, AttributeError):
+        base = None
+
+    def resolve(value: str) -> str:
+        if os.path.isabs(value):
+            return value
+        if base == PATH_BASE or not os.path.exists(value):
+            return os.path.abspath(os.path.join(folder, value))
+        return value
+
+    return resolve
+
+
+def read_manifest(path: str | os.PathLike, *, split: str | Sequence[str] | None = None,
+                  resolve: bool = True) -> list[dict]:
+    """Rows of a ``manifest.csv`` (all, or those of one or more splits).
+
+    ``resolve``: each row's ``path`` is made openable from anywhere (absolute: see
+    :meth:`PreparedDataset.write`; an older kit's path that exists from the current directory is
+    kept as written); ``False``: as stored in the file.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.csv"
     if not path.is_file():
         raise DatasetError(f"{path}: manifest not found; run `nsfwkit prepare` (notebook 01) first")
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [_exact_names(row) for row in csv.DictReader(fh)]
     missing = {"path", "class", "split"} - set(rows[0] if rows else MANIFEST_FIELDS)
     if missing:
         raise DatasetError(f"{path}: not a manifest (missing columns {sorted(missing)})")
     if split is not None:
         wanted = {split} if isinstance(split, str) else set(split)
         rows = [r for r in rows if r["split"] in wanted]
+    if resolve:
+        to_path = _path_resolver(path.parent)
+        for r in rows:
+            r["path"] = to_path(r["path"])
     return rows
 
 
@@ -189,6 +291,27 @@ def manifest_arrays(
     if unknown:
         raise DatasetError(f"{path}: classes {unknown} are not in {list(names)}")
     return [r["path"] for r in rows], np.array([index[r["class"]] for r in rows], np.int64), names
+
+
+class MissingFilesError(DatasetError):
+    """Files a manifest lists are not there (moved, deleted, or a manifest of another machine)."""
+
+
+def existing_files(manifest: str | os.PathLike, paths: Sequence[str], labels: np.ndarray, *,
+                   skip_missing: bool = False, split: str = "") -> tuple[list[str], np.ndarray, list[str]]:
+    """``(paths, labels, missing)``: the files of a manifest's split that exist, and those that do not.
+
+    Raises :class:`MissingFilesError` (the count and the first few paths) when any is missing,
+    unless ``skip_missing``: then they are left out and returned, to be counted and reported.
+    """
+    keep = np.array([os.path.isfile(p) for p in paths], bool)
+    missing = [p for p, ok in zip(paths, keep) if not ok]
+    if missing and not skip_missing:
+        first = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise MissingFilesError(
+            f"{manifest}: {len(missing)} of {len(paths)} {split + ' ' if split else ''}files are missing "
+            f"({first}); move them back, prepare the dataset again, or skip them (--skip-missing)")
+    return [p for p, ok in zip(paths, keep) if ok], np.asarray(labels)[keep], missing
 
 
 def class_key(name: str) -> str:

@@ -103,7 +103,7 @@ def prepare(
     return PreparedDataset(
         root=str(Path(root).resolve()), class_names=tuple(class_names), records=records,
         ignored=info["ignored"], empty_classes=info["empty_classes"], warnings=warnings,
-        params=params,
+        params=params, skipped=info["skipped"],
     )
 
 

@@ -1,7 +1,9 @@
 """Scan and validate: list a folder-per-class dataset, read and decode every file once.
 
-:func:`scan_folder` lists candidate files per class (image extensions; hidden files skipped;
-other files counted as ignored; empty class folders reported). :func:`validate_files` reads and
+:func:`scan_folder` lists candidate files per class with :func:`nsfwkit.inputs.find_inputs` (the
+discovery rule ``classify`` uses: regular files with an image extension, plus HEIC/SVG, which are
+quarantined with the loader's message; every other entry, hidden, FIFO, device, broken link, other
+extension, is skipped with its reason; empty class folders reported). :func:`validate_files` reads and
 decodes each file **once** with :func:`nsfwkit.images.decode_image` (the loader every other path
 uses) and hashes it; an unusable file becomes a quarantined :class:`Record` carrying the loader's
 reason. Nothing is ever moved, changed or deleted.
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import images as _images
+from ..inputs import REFUSED_EXTENSIONS, Skipped, find_inputs
 
 __all__ = ["DatasetError", "Record", "scan_folder", "validate_files"]
 
@@ -56,7 +59,9 @@ def scan_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     Returns:
         ``(files, info)``: ``files`` is a list of ``(path, class)`` in a stable order;
         ``info`` has ``classes`` (names in label order), ``empty_classes`` (folders with no
-        image files) and ``ignored`` (files without an image extension).
+        image files), ``skipped`` (:class:`nsfwkit.inputs.Skipped` entries: the reason each
+        entry was left out, a folder that could not be listed included) and ``ignored`` (their
+        paths).
 
     Raises:
         DatasetError: ``root`` is missing or holds no class folders, or a requested class
@@ -79,42 +84,31 @@ def scan_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
             f"{root}/neutral/*.jpg and {root}/porn/*.jpg"
         )
     files: list[tuple[str, str]] = []
-    ignored: list[str] = []
+    skipped: list[Skipped] = []
     empty: list[str] = []
     for name in names:
-        count = 0
-        for dirpath, dirs, fnames in os.walk(root / name):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for fname in sorted(fnames):
-                if fname.startswith("."):
-                    continue
-                path = Path(dirpath) / fname
-                if path.suffix.lower() in _images.IMAGE_EXTENSIONS:
-                    files.append((str(path), name))
-                    count += 1
-                else:
-                    ignored.append(str(path))
-        if count == 0:
+        found = find_inputs([root / name], extensions=_images.IMAGE_EXTENSIONS | REFUSED_EXTENSIONS)
+        skipped.extend(found.skipped)
+        skipped.extend(Skipped(e.path, e.reason) for e in found.errors)
+        files.extend((str(path), name) for path in found.files)
+        if not found.files:
             empty.append(name)
     for path in sorted(root.iterdir()):
         if path.is_file() and not path.name.startswith("."):
-            ignored.append(str(path))
-    return files, {"classes": names, "empty_classes": empty, "ignored": ignored}
+            skipped.append(Skipped(str(path), "not in a class folder"))
+    return files, {"classes": names, "empty_classes": empty, "skipped": skipped,
+                   "ignored": [entry.path for entry in skipped]}
 
 
-def _validate_one(path: str, label: str, max_bytes: int, max_pixels: int, hash_size: int) -> Record:
-    import imagehash
-    from PIL import Image
-
+def _validate_one(path: str, label: str, max_bytes: int, max_pixels: int, hash_size: int,
+                  budget: _images.PixelBudget) -> Record:
     rec = Record(path=path, label=label)
     try:
-        size = os.stat(path).st_size
-        rec.size = size
-        if size > max_bytes:
-            raise _images.ImageError(path, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
-        with open(path, "rb") as fh:
-            data = fh.read()
-        image = _images.decode_image(data, path=path, max_pixels=max_pixels)
+        rec.size = os.stat(path).st_size
+        data = _images.read_file(path, max_bytes=max_bytes)  # regular files only, at most max_bytes
+        rec.size = len(data)
+        with budget.hold(_images.header_pixels(data, path=path, max_pixels=max_pixels)):
+            _describe(rec, data, _images.decode_image(data, path=path, max_pixels=max_pixels), hash_size)
     except _images.ImageError as exc:
         rec.reason = exc.reason
         return rec
@@ -127,12 +121,19 @@ def _validate_one(path: str, label: str, max_bytes: int, max_pixels: int, hash_s
     except OSError as exc:
         rec.reason = f"cannot read file ({exc.strerror or exc})"
         return rec
+    return rec
+
+
+def _describe(rec: Record, data: bytes, image, hash_size: int) -> None:
+    """Fill in a usable file's hashes, size and format."""
+    import imagehash
+    from PIL import Image
+
     rec.ok = True
     rec.sha256 = hashlib.sha256(data).hexdigest()
     rec.height, rec.width = int(image.shape[0]), int(image.shape[1])
     rec.format = _sniff_format(data[:16])
     rec.phash = str(imagehash.phash(Image.fromarray(image), hash_size=hash_size))
-    return rec
 
 
 def _sniff_format(head: bytes) -> str:
@@ -159,6 +160,7 @@ def validate_files(
     max_pixels: int = _images.MAX_PIXELS,
     hash_size: int = 8,
     progress: bool = True,
+    max_decode_pixels: int = _images.DECODE_PIXELS,
 ) -> list[Record]:
     """Read, decode (once) and hash every file; never raises for a bad file.
 
@@ -168,6 +170,7 @@ def validate_files(
         max_bytes: files larger than this are quarantined without being read.
         max_pixels: images with more pixels are quarantined before decoding.
         hash_size: perceptual hash side (8 -> 64-bit hash).
+        max_decode_pixels: pixels decoded at once across the threads (one larger image alone).
         progress: show a text progress bar (:mod:`nsfwkit.progress`: stderr on a terminal,
             stdout in a notebook); False turns it off.
 
@@ -176,7 +179,8 @@ def validate_files(
     """
     files = list(files)
     workers = workers or os.cpu_count() or 1
-    args = [(p, c, max_bytes, max_pixels, hash_size) for p, c in files]
+    budget = _images.PixelBudget(max_decode_pixels)
+    args = [(p, c, max_bytes, max_pixels, hash_size, budget) for p, c in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda a: _validate_one(*a), args)
         if progress:

@@ -10,6 +10,7 @@ order and with an augmentation fixed by ``(seed, epoch)`` (:class:`PipelineOptio
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -136,7 +137,8 @@ def decode_dataset(
 
     paths = [str(p) for p in paths]
     size = int(image_size)
-    table = tf.constant(paths, tf.string) if paths else tf.zeros([0], tf.string)
+    # file names as bytes (surrogateescape): a name that is not UTF-8 reaches decode_for_model intact
+    table = tf.constant([os.fsencode(p) for p in paths], tf.string) if paths else tf.zeros([0], tf.string)
 
     def load(i):
         image, ok = tf.numpy_function(decode_for_model, [tf.gather(table, i)],

@@ -59,9 +59,24 @@ to the manifest's folder; numbers are plain JSON floats; ``created`` is ISO-8601
         {"method": "grad_cam", "layer": "out_relu", "class_index": 2, "class_name": "Neutral",
          "probability": 0.936,
          "heatmap": "cam_grad_cam_Neutral.png",           # colour-mapped map at the image size
-         "overlay": "cam_grad_cam_Neutral_overlay.png"}   # map blended over the image
+         "overlay": "cam_grad_cam_Neutral_overlay.png",   # map blended over the image
+         "caption": "Neutral p=0.94, raw [0, 3.1]; shared scale",  # what the map's brightness means
+         "scale": "shared",            # "shared": one divisor for every class of the method; or "per_map"
+         "raw_min": 0.0, "raw_max": 3.1,   # the map before scaling (the method's own units)
+         "empty": false,               # (next to) no positive evidence; the caption says why
+         "deletion_auc": 0.12,         # only with --faithfulness: lower is better, in [0, 1]
+         "insertion_auc": 0.71,        # only with --faithfulness: higher is better, in [0, 1]
+         "rank_correlation": 0.08,     # only with --sanity: Spearman rho vs the top-layer-randomised model
+         "flagged": false}             # only with --sanity: the method's maps survive randomisation
       ],
-      "cam": "cam.png"                 # the first CAM's overlay (the original's file name)
+      "cam": "cam.png",                # the first CAM's overlay (the original's file name)
+      "faithfulness": {                # only with --faithfulness or --sanity
+        "baseline": "blur", "steps": 32,               # deletion / insertion settings
+        "scores": {"grad_cam": [{"class_index": 2, "deletion_auc": 0.12, "insertion_auc": 0.71,
+                                 "rank_correlation": 0.08, "flagged": false}]},
+        "sanity": {"randomized_layers": ["predictions"], "threshold": 0.5,   # null without --sanity
+                   "flagged": []}
+      }
     }
 
 Channel and filter PNGs are written at most once per (layer, index); entries in ``channels``
@@ -223,6 +238,7 @@ def write_activation(
     most_active: int = 8,
     parameters: dict | None = None,
     alpha: float = 0.6,
+    faithfulness: dict | None = None,
 ) -> Path:
     """Write activation maps, CAMs and ``manifest.json`` for one image into ``out_dir``.
 
@@ -235,8 +251,11 @@ def write_activation(
         source: the image's file name (recorded, not read).
         activations: an :class:`~nsfwkit.viz.activations.ActivationResult` for this one image
             (batch of 1), or None.
-        cams: :class:`~nsfwkit.viz.cam.CamResult` objects for this image (batch of 1 or one
-            per class).
+        cams: :class:`~nsfwkit.viz.cam.CamResult` or :class:`~nsfwkit.viz.classmaps.ClassMaps`
+            objects for this image (batch of 1 or one per class); a ``ClassMaps`` adds its
+            caption, scale, raw range and empty flag to each entry.
+        faithfulness: the ``faithfulness`` block of :func:`nsfwkit.viz.report.faithfulness_scores`;
+            its per-map scores are copied into the matching ``cams`` entries too.
         channels: per-channel PNGs for the first ``channels`` channels of each layer.
         most_active: also the ``most_active`` channels with the highest mean activation.
 
@@ -299,6 +318,7 @@ def write_activation(
                     "class_name": names[c] if c < len(names) else f"class_{c}",
                     "probability": float(probs[c]) if c < probs.size else None,
                     "heatmap": heat_file, "overlay": over_file,
+                    **_map_details(result, i), **_map_scores(faithfulness, result.method, c),
                 })
         if cam_entries:
             shutil.copyfile(stage / cam_entries[0]["overlay"], stage / "cam.png")
@@ -318,5 +338,26 @@ def write_activation(
             "cams": cam_entries,
             "cam": "cam.png" if cam_entries else None,
         }
+        if faithfulness is not None:
+            manifest["faithfulness"] = faithfulness
         atomic_write_json(stage / "manifest.json", manifest)
     return out_dir / "manifest.json"
+
+
+def _map_details(result, i: int) -> dict:
+    """Caption, scale, raw range and emptiness of map ``i`` of a ClassMaps (nothing for a CamResult)."""
+    captions = getattr(result, "captions", None)
+    if captions is None:
+        return {}
+    label = "shared scale" if result.scale == "shared" else "per-map scale"
+    raw = result.raw[i]
+    return {"caption": f"{captions[i]}; {label}", "scale": result.scale, "raw_min": float(raw.min()),
+            "raw_max": float(raw.max()), "empty": bool(result.empty[i])}
+
+
+def _map_scores(faithfulness: dict | None, method: str, class_index: int) -> dict:
+    """The faithfulness numbers of one map (``method``, ``class_index``), without its class index."""
+    for entry in ((faithfulness or {}).get("scores") or {}).get(method, ()):
+        if entry["class_index"] == class_index:
+            return {k: v for k, v in entry.items() if k != "class_index"}
+    return {}

@@ -1,6 +1,7 @@
 // The nsfwkit web view: an in-browser classifier and galleries of the visualisation manifests.
 // Static: reads site.json, the model and the manifests from its own origin; never uploads.
 import * as clf from "./classifier.js";
+import * as motion from "./motion.js";
 
 const tf = window.tf;
 const $ = (id) => document.getElementById(id);
@@ -67,33 +68,42 @@ function colormap(v) { // a compact jet-like map, v in 0-1 -> [r, g, b] 0-255
   return [r * 255, g * 255, b * 255];
 }
 
-async function drawPreview(pixels, canvas) {
+/** The image at most 224 px on its long side, as an int32 (h, w, 3) tensor. */
+function previewPixels(pixels) {
   const [h, w] = pixels.shape;
   const scale = 224 / Math.max(h, w);
   const size = [Math.max(1, Math.round(h * scale)), Math.max(1, Math.round(w * scale))];
-  const small = tf.tidy(() => tf.image.resizeBilinear(pixels.toFloat(), size, true).clipByValue(0, 255).toInt());
-  canvas.width = size[1];
-  canvas.height = size[0];
+  return tf.tidy(() => tf.image.resizeBilinear(pixels.toFloat(), size, true).clipByValue(0, 255).toInt());
+}
+
+async function drawPreview(pixels, canvas) {
+  const small = previewPixels(pixels);
+  canvas.width = small.shape[1];
+  canvas.height = small.shape[0];
   await tf.browser.toPixels(small, canvas);
   small.dispose();
 }
 
+/** The map blended over the image; computed from the tensors (no canvas read-back, so redrawing
+ * for each explanation method costs no getImageData). */
 async function drawCam(pixels, cam, canvas) {
-  await drawPreview(pixels, canvas);
-  const ctx = canvas.getContext("2d");
+  const small = previewPixels(pixels);
+  const [height, width] = small.shape;
+  const rgba = await tf.browser.toPixels(small);
   const heat = tf.tidy(() => tf.image.resizeBilinear(
-    tf.tensor3d(cam.heatmap, [cam.height, cam.width, 1]), [canvas.height, canvas.width], true));
+    tf.tensor3d(cam.heatmap, [cam.height, cam.width, 1]), [height, width], true));
   const values = await heat.data();
-  heat.dispose();
-  const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  tf.dispose([small, heat]);
   for (let i = 0; i < values.length; i++) {
     const [r, g, b] = colormap(Math.min(Math.max(values[i], 0), 1));
     const a = 0.5;
-    image.data[4 * i] = (1 - a) * image.data[4 * i] + a * r;
-    image.data[4 * i + 1] = (1 - a) * image.data[4 * i + 1] + a * g;
-    image.data[4 * i + 2] = (1 - a) * image.data[4 * i + 2] + a * b;
+    rgba[4 * i] = (1 - a) * rgba[4 * i] + a * r;
+    rgba[4 * i + 1] = (1 - a) * rgba[4 * i + 1] + a * g;
+    rgba[4 * i + 2] = (1 - a) * rgba[4 * i + 2] + a * b;
   }
-  ctx.putImageData(image, 0, 0);
+  canvas.width = width;
+  canvas.height = height;
+  canvas.getContext("2d").putImageData(new ImageData(rgba, width, height), 0, 0);
 }
 
 function renderResult(summary, info, ms) {
@@ -133,6 +143,7 @@ function renderResult(summary, info, ms) {
 async function classifyFile(file) {
   $("error").hidden = true;
   if (!state.model) return showError("The model is not loaded.");
+  if (await classifyMoving(file)) return;
   let pixels;
   try {
     pixels = await decode(file);
@@ -145,13 +156,9 @@ async function classifyFile(file) {
     const ms = performance.now() - t0;
     await drawPreview(pixels, $("preview"));
     renderResult(summary, state.info, ms);
-    const cam = await clf.gradCam(tf, state.model, pixels, state.info);
-    if (cam) {
-      await drawCam(pixels, cam, $("cam"));
-      const name = state.info.classNames[cam.classIndex] ?? `class ${cam.classIndex}`;
-      $("cam-caption").textContent = `Grad-CAM · ${name} · ${state.info.cam.layer ?? ""}`;
-      $("cam-figure").hidden = false;
-    }
+    explained.pixels?.dispose();
+    explained.pixels = pixels.clone();
+    await explainImage($("explain-method").value || "grad_cam");
     document.body.dataset.classified = file.name;
   } catch (err) {
     showError(`${file.name}: ${err.message || err}`);
@@ -171,6 +178,140 @@ function initClassifier() {
     const file = e.dataTransfer.files[0];
     if (file) classifyFile(file);
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving pictures: animations and videos, judged by their worst frame (sampling: motion.js)
+// ---------------------------------------------------------------------------------------------
+function motionNote(text) {
+  $("motion-note").textContent = text;
+  $("motion-note").hidden = false;
+}
+
+/** Classify every sampled frame; keep the worst frame's pixels. */
+async function classifyFrames(clip) {
+  const rows = [];
+  let worst = null;
+  let ms = 0;
+  for await (const frame of clip.frames) {
+    const t0 = performance.now();
+    const summary = await clf.classify(tf, state.model, frame.pixels, state.info);
+    ms += performance.now() - t0;
+    rows.push({ index: frame.index, time: frame.time, nsfwScore: summary.nsfwScore, summary });
+    if (worst === null || summary.nsfwScore > worst.summary.nsfwScore) {
+      if (worst) worst.pixels.dispose();
+      worst = { pixels: frame.pixels, summary, row: rows.length - 1 };
+    } else {
+      frame.pixels.dispose();
+    }
+  }
+  return { rows, worst, ms };
+}
+
+function renderMotion(file, clip, { rows, worst, ms }) {
+  const box = $("motion");
+  const w = rows[worst.row];
+  const where = `${w.index === null ? "" : `frame ${w.index} `}@ ${w.time.toFixed(2)} s`;
+  const perFrame = ms / rows.length;
+  $("motion-summary").textContent = `Worst of ${rows.length} frames: ${where} — NSFW score ` +
+    `${w.nsfwScore.toFixed(3)}${clip.state.truncated ? ` (${clip.state.truncated})` : ""}`;
+  motion.drawStrip($("strip"), rows, worst.row, state.info.threshold);
+  Object.assign(box.dataset, {
+    source: clip.source, worstIndex: String(w.index), worstTime: String(w.time), msPerFrame: String(perFrame),
+    truncated: clip.state.truncated ?? "",
+    frames: JSON.stringify(rows.map((r) => ({ index: r.index, time: r.time, nsfw: r.nsfwScore, probs: r.summary.probs }))),
+  });
+  box.hidden = false;
+  renderResult(w.summary, state.info, ms);
+  $("timing").textContent = `${rows.length} frames, ${perFrame.toFixed(0)} ms per frame in this browser ` +
+    `(the table and the image: the worst frame)`;
+}
+
+/** Classify an animation or a video frame by frame; false when `file` is a still (or cannot be
+ * read as frames here: then only its first frame is classified, and the page says so). */
+async function classifyMoving(file) {
+  $("motion").hidden = true;
+  $("motion-note").hidden = true;
+  const kind = motion.movingKind(file);
+  if (!kind) return false;
+  if (kind === "animation" && !motion.hasImageDecoder()) {
+    motionNote("This browser has no ImageDecoder (WebCodecs, secure pages only): if this image is animated, " +
+      "only its first frame was classified.");
+    return false;
+  }
+  const started = performance.now();
+  let clip;
+  try {
+    clip = kind === "video" ? await motion.videoFrames(tf, file) : await motion.animationFrames(tf, file);
+  } catch (err) {
+    showError(`${file.name}: cannot decode this ${kind} (${err.message || err}).`);
+    return true;
+  }
+  if (!clip) return false;   // one frame: a still image
+  let result = null;
+  try {
+    result = await classifyFrames(clip);
+    if (!result.rows.length) throw new Error("no frame could be decoded");
+    $("cam-figure").hidden = true;   // explanations: still images only
+    $("explain").hidden = true;
+    await drawPreview(result.worst.pixels, $("preview"));
+    renderMotion(file, clip, result);
+    $("motion").dataset.wallMs = String(performance.now() - started);   // decoding included
+    document.body.dataset.classified = file.name;
+  } catch (err) {
+    showError(`${file.name}: ${err.message || err}`);
+  } finally {
+    if (result?.worst) result.worst.pixels.dispose();
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Explanations of the uploaded image: the methods of nsfwkit.viz.attributions.ALL_METHODS
+// (site.json "explanation_methods") that classifier.js computes in the page; the others are
+// listed as computed in Python.
+// ---------------------------------------------------------------------------------------------
+const METHOD_LABELS = { grad_cam: "Grad-CAM", gradients: "vanilla gradients", smoothgrad: "SmoothGrad" };
+/** Noisy copies per SmoothGrad map in the page (Python's default is 25; see the timing shown). */
+const SMOOTHGRAD_SAMPLES = 8;
+const explained = { pixels: null };
+
+function initExplain(site) {
+  const all = Array.isArray(site.explanation_methods) ? site.explanation_methods : clf.PAGE_METHODS;
+  const here = clf.PAGE_METHODS.filter((m) => all.includes(m));
+  const select = $("explain-method");
+  select.replaceChildren(...here.map((m) => new Option(METHOD_LABELS[m] ?? m, m)));
+  const python = all.filter((m) => !here.includes(m));
+  $("explain-python").textContent = python.length
+    ? `Computed in Python: ${python.join(", ")} (nsfwkit visualize --cam METHOD, notebook 06).` : "";
+  select.addEventListener("change", () => { if (explained.pixels) explainImage(select.value); });
+}
+
+/** Compute `method` for the last uploaded image, draw it over the image; returns its summary. */
+async function explainImage(method) {
+  const pixels = explained.pixels;
+  if (!pixels || !state.model) return null;
+  const t0 = performance.now();
+  const map = method === "grad_cam"
+    ? await clf.gradCam(tf, state.model, pixels, state.info)
+    : await clf.inputGradients(tf, state.model, pixels, state.info, null,
+      { samples: method === "smoothgrad" ? SMOOTHGRAD_SAMPLES : 0 });
+  const ms = performance.now() - t0;
+  if (!map) return null;
+  await drawCam(pixels, map, $("cam"));
+  const name = state.info.classNames[map.classIndex] ?? `class ${map.classIndex}`;
+  const where = method === "grad_cam" ? (state.info.cam.layer ?? "") : "input pixels";
+  const samples = method === "smoothgrad" ? ` (${SMOOTHGRAD_SAMPLES} samples)` : "";
+  $("cam-caption").textContent = `${METHOD_LABELS[method] ?? method}${samples} · ${name} · ${where}`;
+  $("explain-timing").textContent = `${ms.toFixed(0)} ms in this browser`;
+  $("explain-method").value = method;
+  $("cam-figure").hidden = false;
+  $("explain").hidden = false;
+  let peak = 0;
+  let hot = 0;
+  for (const v of map.heatmap) { peak = Math.max(peak, v); if (v > 0.25) hot += 1; }
+  return { method, ms, height: map.height, width: map.width, peak, hot: hot / map.heatmap.length,
+    heatmap: map.heatmap, classIndex: map.classIndex };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,7 +381,9 @@ function buildGalleries(site, manifests) {
       for (const c of camManifest.cams) {
         const key = `${c.layer ?? "layer"} · ${c.method ?? "cam"}`;
         if (!byLayer.has(key)) byLayer.set(key, []);
-        const caption = `${c.class_name ?? c.class_index} ${fmt(c.probability, 3)}`;
+        const scores = typeof c.deletion_auc === "number"
+          ? ` · deletion ${fmt(c.deletion_auc, 3)} insertion ${fmt(c.insertion_auc, 3)}${c.flagged ? " · flagged" : ""}` : "";
+        const caption = (c.caption ?? `${c.class_name ?? c.class_index} ${fmt(c.probability, 3)}`) + scores;
         if (c.overlay) byLayer.get(key).push({ src: dir + c.overlay, caption: `${caption} · overlay` });
         if (c.heatmap) byLayer.get(key).push({ src: dir + c.heatmap, caption: `${caption} · map` });
       }
@@ -306,6 +449,7 @@ async function initGalleries(site) {
 async function main() {
   initClassifier();
   state.site = await fetchJson("site.json");
+  initExplain(state.site);
   await initBackend();
   const galleries = initGalleries(state.site);
   if (state.site.model) {
@@ -318,7 +462,7 @@ async function main() {
 }
 
 window.nsfwkit = {
-  tf, clf, state, loadModel,
+  tf, clf, state, loadModel, explainImage,
   /** Classify raw RGB bytes (base64, H*W*3) with a model URL (default: the page's model). */
   async classifyPixels(base64, width, height, modelUrl = null) {
     const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));

@@ -149,3 +149,118 @@ export function memoryHandler(tf, modelJson, readShard) {
     }),
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pixel attributions in the page (nsfwkit.viz.attributions.gradients / smoothgrad)
+// ---------------------------------------------------------------------------------------------
+/** Methods of nsfwkit.viz.attributions.ALL_METHODS the web view computes in TF.js. SmoothGrad
+ * can be (inputGradients' `samples`) but costs `samples` gradient maps, not interactive: measured
+ * per map on the default MobileNetV2 in headless Chromium (wasm, 2 busy CPU cores) by
+ * tests/test_web.py (two runs): Grad-CAM 0.09-0.15 s, gradients 1.5-3.4 s, SmoothGrad with 8 samples
+ * 11.6-17.1 s. */
+export const PAGE_METHODS = ["grad_cam", "gradients"];
+
+/**
+ * Vanilla gradients (Simonyan et al. 2014) or SmoothGrad (Smilkov et al. 2017) of one class,
+ * computed in TF.js as nsfwkit.viz.attributions does in Python: g = d logit_c / d x at the
+ * model-size input (the pre-softmax logits node recorded at export, metadata.cam.logits_node);
+ * SmoothGrad averages g over `samples` copies of x plus Gaussian noise of standard deviation
+ * noise * (max(x) - min(x)) (TF.js's generator, seeded by `seed`, so not the numpy draws);
+ * then the largest |g| over the colour channels, divided by its maximum.
+ *
+ * @param options {samples: 0 = vanilla gradients, else SmoothGrad; noise: 0.15; seed: 0}
+ * @returns {heatmap: Float32Array (S*S, 0-1), height, width, classIndex} or null when the model
+ *   carries no logits node
+ */
+export async function inputGradients(tf, model, pixels, info = modelInfo(model), classIndex = null,
+                                     options = {}) {
+  if (!info.cam || !info.cam.logits_node) return null;
+  return withInputGradients(tf, () => pixelGradients(tf, model, pixels, info, classIndex, options));
+}
+
+/** Kernels that back-propagate through convolutions: to the input (needed) and to the filter
+ * (computed by the gradient of a fused convolution even when only the input's is asked for). */
+const INPUT_BACKPROP = ["Conv2DBackpropInput", "DepthwiseConv2dNativeBackpropInput"];
+const FILTER_BACKPROP = ["Conv2DBackpropFilter", "DepthwiseConv2dNativeBackpropFilter"];
+
+/**
+ * Run `fn` with the active backend able to back-propagate to an input through convolutions.
+ * For the duration of the call, each input-gradient kernel the backend lacks (wasm has only
+ * Conv2DBackpropInput) is registered as the cpu backend's kernel (inputs copied there, output
+ * back: exact, slower), and each missing filter-gradient kernel as one returning zeros: fn must
+ * only ask for gradients with respect to its inputs, never to weights (tf.grad(f)(x) does not).
+ * The kernels are unregistered afterwards. Returns fn's result.
+ */
+export async function withInputGradients(tf, fn) {
+  const name = tf.getBackend();
+  const added = [];
+  const add = (kernelName, kernelFunc) => {
+    if (name === "cpu" || tf.getKernel(kernelName, name)) return;
+    tf.registerKernel({ kernelName, backendName: name, kernelFunc });
+    added.push(kernelName);
+  };
+  for (const kernelName of INPUT_BACKPROP) {
+    const cpuKernel = tf.getKernel(kernelName, "cpu");
+    if (cpuKernel) add(kernelName, (call) => onCpu(tf, cpuKernel, call));
+  }
+  for (const kernelName of FILTER_BACKPROP) {
+    add(kernelName, ({ attrs, backend }) => {
+      const shape = attrs.filterShape;
+      const size = shape.reduce((a, b) => a * b, 1);
+      return { dataId: backend.write(new Float32Array(size), shape, "float32"), shape, dtype: "float32" };
+    });
+  }
+  try {
+    return await fn();
+  } finally {
+    for (const kernelName of added) tf.unregisterKernel(kernelName, name);
+  }
+}
+
+function onCpu(tf, cpuKernel, { inputs, attrs, backend }) {
+  const cpu = tf.findBackend("cpu");
+  const moved = {};
+  for (const [key, t] of Object.entries(inputs)) {
+    moved[key] = { dataId: cpu.write(backend.readSync(t.dataId), t.shape, t.dtype), shape: t.shape, dtype: t.dtype };
+  }
+  const out = cpuKernel.kernelFunc({ inputs: moved, attrs, backend: cpu });
+  const values = cpu.readSync(out.dataId);
+  for (const t of [...Object.values(moved), out]) cpu.disposeData(t.dataId);
+  return { dataId: backend.write(values, out.shape, out.dtype), shape: out.shape, dtype: out.dtype };
+}
+
+async function pixelGradients(tf, model, pixels, info, classIndex, { samples = 0, noise = 0.15, seed = 0 } = {}) {
+  const logitsNode = info.cam.logits_node;
+  const batch = preprocess(tf, pixels, info);
+  const logits = model.execute(batch, logitsNode);
+  if (classIndex === null) {
+    const top = logits.argMax(-1);
+    classIndex = (await top.data())[0];
+    top.dispose();
+  }
+  const mask = tf.tidy(() => tf.oneHot([classIndex], logits.shape[1]).toFloat());  // not gather: see gradCam
+  logits.dispose();
+  const score = (x) => model.execute(x, logitsNode).mul(mask).sum();
+  const gradient = tf.grad(score);
+  let total = tf.zeros(batch.shape);
+  const copies = Math.max(1, samples);
+  const range = tf.tidy(() => batch.max().sub(batch.min()));
+  const spread = noise * (await range.data())[0];
+  range.dispose();
+  for (let i = 0; i < copies; i++) {
+    const x = samples > 0 ? tf.tidy(() => batch.add(tf.randomNormal(batch.shape, 0, spread, "float32", seed + i)))
+      : batch;
+    const g = gradient(x);
+    const next = total.add(g);
+    tf.dispose([g, total].concat(x === batch ? [] : [x]));
+    total = next;
+  }
+  const map = tf.tidy(() => {
+    const m = total.div(copies).abs().max(-1).squeeze([0]);   // (S, S)
+    return m.div(tf.maximum(m.max(), 1e-12));
+  });
+  const [height, width] = map.shape;
+  const heatmap = await map.data();
+  tf.dispose([batch, mask, total, map]);
+  return { heatmap, height, width, classIndex };
+}
