@@ -214,9 +214,11 @@ def _validate_batch(batch: dict[str, np.ndarray], *, max_bytes: int, max_pixels:
     """In a Ray task: :func:`nsfwkit.data.scan._validate_one` for each (path, label)."""
     import dataclasses
 
+    from .. import images
     from ..data.scan import _validate_one
 
-    records = [dataclasses.asdict(_validate_one(str(p), str(c), max_bytes, max_pixels, hash_size))
+    budget = images.PixelBudget()  # one task decodes one file at a time: the default bound holds
+    records = [dataclasses.asdict(_validate_one(str(p), str(c), max_bytes, max_pixels, hash_size, budget))
                for p, c in zip(batch["path"], batch["label"])]
     return {"record": np.array(records, dtype=object), "order": np.asarray(batch["order"])}
 
