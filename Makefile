@@ -29,7 +29,7 @@ setup: $(STAMPS)/python $(STAMPS)/convert $(STAMPS)/node $(STAMPS)/kernel git-fi
 $(STAMPS)/python: pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "nsfwkit needs Python 3.11, found " + sys.version' 
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c requirements/constraints.txt -e ".[cpu,dev,video,runtimes,lab]"
+	$(PIP) install -q -c requirements/constraints.txt -e ".[cpu,dev,video,runtimes,lab,ray]"
 	@mkdir -p $(STAMPS) && touch $@
 
 # The TF.js converter, without its dependencies: see requirements/convert.txt for why.

@@ -32,6 +32,7 @@ def _bad_arguments(tmp_path) -> dict[str, tuple[list[str], int, str]]:
         "serve": (["serve", f"{t}/no_site"], 2, f"{t}/no_site"),
         "build-web": (["build-web", "--out", f"{t}/file.txt"], 2, f"{t}/file.txt"),
         "visualize": (["visualize", "--image", f"{t}/no_image.png"], 1, f"{t}/no_image.png"),
+        "results": (["results", f"{t}/no_results"], 2, f"{t}/no_results"),
     }
 
 

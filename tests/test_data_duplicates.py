@@ -160,3 +160,63 @@ def test_a_huge_group_is_reported_with_advice(tmp_path):
     # a tighter distance breaks the chain: no warning
     tight = data.prepare(root, near_duplicates=1, progress=False)
     assert not any("largest duplicate group" in w for w in tight.warnings)
+
+
+def _plain_groups(sha256, phash, d):
+    """find_duplicate_groups by definition: O(N^2) distances, union-find, nearest by (bits, index)."""
+    n = len(sha256)
+    words = [int(h, 16) for h in phash]
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    bits = [[0 if sha256[i] == sha256[j] else (bin(words[i] ^ words[j]).count("1") if d >= 0 else 99)
+             for j in range(n)] for i in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if bits[i][j] <= max(d, 0) and (sha256[i] == sha256[j] or d >= 0):
+                parent[root(j)] = root(i)
+    groups = [min(k for k in range(n) if root(k) == root(i)) for i in range(n)]
+    nearest, distance = [], []
+    for i in range(n):
+        same = [j for j in range(n) if j != i and sha256[j] == sha256[i]]
+        near = [(bits[i][j], j) for j in range(n) if j != i and bits[i][j] <= d and sha256[j] != sha256[i]]
+        best = (0, same[0]) if same else min(near, default=(-1, -1))
+        nearest.append(best[1])
+        distance.append(best[0])
+    return groups, nearest, distance
+
+
+def test_groups_equal_the_definition_with_many_shared_hashes():
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        n = int(rng.integers(2, 30))
+        base = rng.integers(0, 2**63, size=max(1, n // 4), dtype=np.uint64)
+        flips = (np.uint64(1) << rng.integers(0, 64, n).astype(np.uint64)) * (rng.random(n) < 0.4).astype(np.uint64)
+        content = rng.integers(0, n, n)  # same bytes -> same hashes, as in real data
+        words = (base[rng.integers(0, len(base), n)] ^ flips)[content]
+        phash = [f"{int(w):016x}" for w in words]
+        sha = [f"s{int(x)}" for x in content]
+        for d in (-1, 0, 1, 4):
+            got = data.find_duplicate_groups(sha, phash, max_distance=d)
+            assert [got.groups.tolist(), got.nearest.tolist(), got.distance.tolist()] == \
+                list(_plain_groups(sha, phash, d))
+
+
+def test_thousands_of_files_with_one_hash_stay_small():
+    """20,000 byte-distinct files sharing a perceptual hash: 20,000 edges, not 200 million pairs (3.2 GB)."""
+    import tracemalloc
+
+    n = 20_000
+    tracemalloc.start()
+    try:
+        got = data.find_duplicate_groups([f"s{i}" for i in range(n)], ["00ff00ff00ff00ff"] * n, max_distance=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.largest() == n and (got.groups == 0).all()
+    assert got.nearest[0] == 1 and (got.nearest[1:] == 0).all() and (got.distance == 0).all()
+    assert peak < 64 * 2**20

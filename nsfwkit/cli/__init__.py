@@ -1,7 +1,8 @@
 """The ``nsfwkit`` command line: one module per command group, one error path.
 
 =====================  =========================================================
-``classify``           :mod:`nsfwkit.cli.classify`
+``classify``           :mod:`nsfwkit.cli.classify` (``--out DIR``: :mod:`nsfwkit.cli.results`)
+``results``            :mod:`nsfwkit.cli.results` (read a ``classify --out`` folder back)
 ``run``                :mod:`nsfwkit.cli.run` (the notebook series)
 ``models``             :mod:`nsfwkit.cli.models` (the offline pretrained models)
 ``demo-data``, ``download``, ``prepare``, ``train``, ``evaluate``
@@ -25,13 +26,13 @@ import os
 import sys
 
 from .. import fileio
-from . import classify, convert, data, models, run, viz
+from . import classify, convert, data, models, results, run, viz
 from .errors import FAILED, USAGE, CommandError, from_argparse, from_exception, report
 
 __all__ = ["main", "build_parser", "CommandError"]
 
 #: The command groups, in ``nsfwkit --help`` order.
-_GROUPS = (classify, run, models, data, convert, viz)
+_GROUPS = (classify, results, run, models, data, convert, viz)
 
 
 class _Parser(argparse.ArgumentParser):

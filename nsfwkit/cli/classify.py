@@ -20,6 +20,7 @@ from ..frames import MAX_FRAMES, MAX_SECONDS, check_sampling
 from ..inputs import display_path, skipped_summary
 from ..zoo import DEFAULT_MODEL
 from .errors import FAILED, OK, CommandError, from_exception, report
+from .results import add_out_arguments, check_out_arguments
 
 __all__ = ["register"]
 
@@ -83,6 +84,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         raise CommandError("--batch-size", f"must be between 1 and 1024, got {args.batch_size}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise CommandError("--threshold", f"must be between 0 and 1, got {args.threshold}")
+    check_out_arguments(args)
     sampling = _sampling(args)
     _large_pillow_blocks()
     with _one_line_warnings("nsfwkit classify") as flush:
@@ -99,6 +101,11 @@ def _run(args: argparse.Namespace, sampling: dict, flush) -> int:
         raise from_exception(exc, args.model) from None
     flush()
     nsfw_classes = _nsfw_classes(args, spec)
+    if args.out is not None:
+        from .results import classify_out
+
+        args.loaded_model = model
+        return classify_out(args, args.model, spec, nsfw_classes, sampling)
     threshold = args.threshold
     writer = Writer(args.format, spec.class_names, sys.stdout, threshold=threshold, frames=args.frames is not None)
     skipped: list = []
@@ -175,4 +182,5 @@ def register(subparsers) -> None:
     p.add_argument("--unsafe-load", action="store_true",
                    help="load model files outside Keras safe mode (only for files you trust)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    add_out_arguments(p)
     p.set_defaults(func=_cmd_classify)

@@ -89,7 +89,8 @@ def _prepare_into(args) -> int:
                           near_duplicates=args.near_duplicates,
                           conflicts="keep" if args.keep_conflicts else "exclude",
                           max_bytes=int(args.max_mb * 1024 * 1024), progress=not args.quiet,
-                          keep_empty_classes=args.keep_empty_classes)
+                          keep_empty_classes=args.keep_empty_classes, engine=args.engine,
+                          address=args.address)
     except (data.DatasetError, ValueError) as exc:
         raise from_exception(exc, args.dataset) from None
     out = Path(args.out)
@@ -229,6 +230,9 @@ def register(subparsers) -> None:
     p.add_argument("--keep-empty-classes", action="store_true",
                    help="keep class folders without a usable image in the class list")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: validate and hash in Ray tasks (pip install 'nsfwkit[ray]')")
+    p.add_argument("--address", default=None, help="--engine ray: a Ray cluster to join; default: embedded local Ray")
     p.set_defaults(func=_prepare)
 
     p = subparsers.add_parser("train", help="fine-tune a backbone on a prepared dataset")

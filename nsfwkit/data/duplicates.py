@@ -4,7 +4,8 @@ Files are grouped into the **connected components** of "same bytes, or perceptua
 ``max_distance`` bits": a chain A~B~C puts A, B and C in one group even when A and C are further
 apart, so no near copy of any image can land in another split than the image itself.
 :func:`find_duplicate_groups` takes the hashes :func:`nsfwkit.data.validate_files` computed and
-returns a :class:`DuplicateGroups`; the pair search is :func:`nsfwkit.data.nearpairs.near_pairs`.
+returns a :class:`DuplicateGroups`; the pair search is :func:`nsfwkit.data.nearpairs.unique_near_pairs`,
+whose compact form keeps ``g`` files with one perceptual hash at ``g`` edges (not ``g (g - 1) / 2`` pairs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .nearpairs import near_pairs
+from .nearpairs import unique_near_pairs
 
 __all__ = ["DuplicateGroups", "find_duplicate_groups"]
 
@@ -85,36 +86,62 @@ def find_duplicate_groups(
     for i, h in enumerate(sha256):
         rep[i] = first.setdefault(h, i)
     reps = np.flatnonzero(rep == np.arange(n))
-    pairs, bits = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    # graph nodes: the n files, then one node per distinct perceptual hash among the byte-distinct files
+    edges = [np.stack([np.arange(n), rep], axis=1)]
+    nearest, distance = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     if max_distance >= 0 and len(reps) > 1:
         words = phash_words([phash[i] for i in reps])
-        local = near_pairs(words, max_distance)
-        bits = np.bitwise_count(words[local[:, 0]] ^ words[local[:, 1]]).astype(np.int64)
-        pairs = reps[local]  # (K, 2) file indices
-    edges = np.concatenate([np.stack([np.arange(n), rep], axis=1), pairs])
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+        unique, inverse, pairs = unique_near_pairs(words, max_distance)
+        edges += [np.stack([reps, n + inverse], axis=1), n + pairs]
+        _nearest_near_copies(reps, unique, inverse, pairs, nearest, distance)
+    edges = np.concatenate(edges)
+    size = n + (len(unique) if max_distance >= 0 and len(reps) > 1 else 0)
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(size, size))
     _, component = connected_components(graph, directed=False)
+    component = component[:n]
     first_of = np.full(component.max() + 1, n, np.int64)
     np.minimum.at(first_of, component, np.arange(n))
-    nearest, distance = _nearest_members(rep, pairs, bits)
+    _exact_copies(rep, nearest, distance)
     return DuplicateGroups(groups=first_of[component], nearest=nearest, distance=distance)
 
 
-def _nearest_members(rep: np.ndarray, pairs: np.ndarray, bits: np.ndarray):
-    """``(nearest, distance)`` per file: an exact copy (0 bits) when it has one, else its
-    nearest near copy (ties: the lowest index); -1 for a file alone."""
-    n = len(rep)
-    nearest = np.full(n, -1, np.int64)
-    distance = np.full(n, -1, np.int64)
+def _nearest_near_copies(reps, unique, inverse, pairs, nearest, distance) -> None:
+    """Fill ``nearest``/``distance`` of byte-distinct files from the compact near pairs.
+
+    A file sharing its perceptual hash with another has a 0-bit near copy: the lowest-indexed
+    other such file. A file alone with its hash takes the closest neighbouring hash (ties: the
+    lowest file index), represented by that hash's lowest-indexed file.
+    """
+    m = len(unique)
+    order = np.argsort(inverse, kind="stable")  # reps are ascending, so each hash's files stay ascending
+    counts = np.bincount(inverse, minlength=m)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    lowest = reps[order[starts]]  # the lowest file of each hash
+    second = np.where(counts > 1, reps[order[np.minimum(starts + 1, len(order) - 1)]], -1)
+    shared = counts[inverse] > 1
+    mine = reps[shared]
+    h = inverse[shared]
+    nearest[mine] = np.where(lowest[h] == mine, second[h], lowest[h])
+    distance[mine] = 0
+    if not len(pairs):
+        return
+    bits = np.bitwise_count(unique[pairs[:, 0]] ^ unique[pairs[:, 1]]).astype(np.int64)
     node = np.concatenate([pairs[:, 0], pairs[:, 1]])
-    partner = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    partner = lowest[np.concatenate([pairs[:, 1], pairs[:, 0]])]
     dist = np.concatenate([bits, bits])
-    order = np.lexsort((partner, dist, node))
-    nodes, first = np.unique(node[order], return_index=True)
-    nearest[nodes] = partner[order][first]
-    distance[nodes] = dist[order][first]
+    pick = np.lexsort((partner, dist, node))
+    nodes, first = np.unique(node[pick], return_index=True)
+    best_partner, best_dist = np.full(m, -1, np.int64), np.full(m, -1, np.int64)
+    best_partner[nodes], best_dist[nodes] = partner[pick][first], dist[pick][first]
+    alone = ~shared & (best_partner[inverse] >= 0)
+    nearest[reps[alone]] = best_partner[inverse[alone]]
+    distance[reps[alone]] = best_dist[inverse[alone]]
+
+
+def _exact_copies(rep: np.ndarray, nearest: np.ndarray, distance: np.ndarray) -> None:
+    """An exact copy (0 bits) wins over any near copy: files with the same bytes point at each other."""
+    n = len(rep)
     copy = np.flatnonzero(rep != np.arange(n))  # files whose bytes an earlier file has
     nearest[copy], distance[copy] = rep[copy], 0
     originals, first_copy = np.unique(rep[copy], return_index=True)
     nearest[originals], distance[originals] = copy[first_copy], 0
-    return nearest, distance

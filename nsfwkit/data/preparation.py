@@ -28,6 +28,8 @@ def prepare(
     max_pixels: int = _images.MAX_PIXELS,
     progress: bool = True,
     keep_empty_classes: bool = False,
+    engine: str = "local",
+    address: str | None = None,
 ) -> PreparedDataset:
     """Scan, validate, de-duplicate and split a folder-per-class dataset.
 
@@ -50,6 +52,8 @@ def prepare(
         keep_empty_classes: keep class folders with no usable image in ``class_names`` (a model
             trained on the manifest then has an output no image ever taught). Default: they
             are dropped from the class list, with a warning.
+        engine: ``"ray"`` validates and hashes in Ray tasks (:mod:`nsfwkit.engines.ray_engine`,
+            the same records), on the cluster at ``address`` or an embedded local Ray.
 
     Returns:
         A :class:`PreparedDataset`; call ``.write(run_folder)`` to save the manifest.
@@ -60,8 +64,15 @@ def prepare(
     if conflicts not in ("exclude", "keep"):
         raise ValueError(f"conflicts must be 'exclude' or 'keep', got {conflicts!r}")
     files, info = scan_folder(root, classes=classes)
-    records = validate_files(files, workers=workers, max_bytes=max_bytes, max_pixels=max_pixels,
-                             progress=progress)
+    if engine == "ray":
+        from ..engines import ray_engine
+
+        records = ray_engine.validate_files(files, address=address, max_bytes=max_bytes, max_pixels=max_pixels)
+    elif engine == "local":
+        records = validate_files(files, workers=workers, max_bytes=max_bytes, max_pixels=max_pixels,
+                                 progress=progress)
+    else:
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     warnings: list[str] = []
     for name in info["empty_classes"]:
         warnings.append(f"class folder {name!r} holds no image files")
