@@ -344,12 +344,14 @@ def classify_to(
 
     Returns:
         ``{"classified", "failed", "flagged", "skipped", "skipped_failed", "removed", "problems",
-        "folder_errors"}``: the inputs classified now (``failed`` of them errors), skipped as already
-        done (``skipped_failed`` of them recorded with an error), the
-        recorded paths no longer among the inputs, and the bad shards that were redone.
+        "folder_errors", "skipped_inputs"}``: the inputs classified now (``failed`` of them errors),
+        skipped as already done (``skipped_failed`` of them recorded with an error), the
+        recorded paths no longer among the inputs, the bad shards that were redone, folders that could
+        not be listed, and the folder entries left out (:class:`nsfwkit.inputs.Skipped`: hidden,
+        not a regular file, broken link, other extension).
     """
     from .classify import _resolve_model, _with_nsfw_classes
-    from .images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_image_files
+    from .inputs import find_inputs
     from .zoo import DEFAULT_MODEL
 
     if isinstance(paths, (str, os.PathLike)):
@@ -368,9 +370,8 @@ def classify_to(
                 "max_seconds": options.get("max_seconds", MAX_SECONDS)}
     settings = {"model": spec.name, "class_names": list(spec.class_names), "nsfw_classes": list(spec.nsfw_classes),
                 "threshold": threshold, "frames": frames, "image_size": spec.image_size, **sampling}
-    folder_errors: list = []
-    files = list(iter_image_files(paths, recursive=recursive, on_error=folder_errors.append,
-                                  extensions=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
+    found = find_inputs(paths, recursive=recursive)  # the one discovery rule: regular files, skips counted
+    folder_errors, files = found.errors, found.files
     counts = {"classified": 0, "failed": 0, "flagged": 0}
     with results_open(folder, settings, files, verify=verify, rows_per_shard=rows_per_shard) as (writer, plan):
         keys = {str(p): k for p, k in plan["todo"]}
@@ -396,4 +397,4 @@ def classify_to(
         writer.finish(inputs=len(keys) + plan["done"], removed=plan["removed"])
     return {**counts, "skipped": plan["done"], "skipped_failed": plan["done_failed"], "removed": plan["removed"],
             "problems": plan["problems"],
-            "folder_errors": folder_errors}
+            "folder_errors": folder_errors, "skipped_inputs": found.skipped}

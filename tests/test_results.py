@@ -159,6 +159,23 @@ def test_results_command(images, tiny, tmp_path, capsys):
                      "-q"]) == 0  # the failed input is gone: every current input classified
 
 
+def test_out_uses_the_one_discovery_rule_and_reports_skipped_entries(tiny, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    first, _ = write_images(folder, 2)
+    (folder / ".hidden.jpg").write_bytes(first.read_bytes())
+    os.mkfifo(folder / "pipe.jpg")  # would hang a reader
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    (folder / "vector.svg").write_text("<svg/>")  # refused with a message: a failure, not a skip
+    out = tmp_path / "out"
+    code = cli.main(["classify", str(folder), "--model", str(tiny), "--out", str(out), "--report-skipped"])
+    err = capsys.readouterr().err
+    assert code == 1, err  # the SVG was refused
+    assert "2 classified, 1 failed" in err and "3 skipped" in err, err
+    for name in (".hidden.jpg", "pipe.jpg", "dangling.png"):
+        assert f"skipped {folder / name}" in err, err
+    assert sorted(Path(r.path).name for r in read_results(out)) == ["img00000.jpg", "img00001.jpg", "vector.svg"]
+
+
 @pytest.mark.slow
 def test_kill_9_then_the_same_command_gives_every_file_once(tmp_path, tiny):
     """The issue's "done when": kill -9 in the middle of a run over thousands of files, run again."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..inputs import display_path, skipped_summary
 from .errors import FAILED, OK, CommandError, from_exception, report
 
 __all__ = ["register", "add_out_arguments", "check_out_arguments", "classify_out"]
@@ -70,14 +71,20 @@ def classify_out(args: argparse.Namespace, model_source: str, spec, nsfw_classes
         report("nsfwkit classify", error.path, error.reason)
     for problem in run["problems"]:
         report("nsfwkit classify", args.out, problem)
+    skips = skipped_summary(run["skipped_inputs"])
+    if args.report_skipped:
+        for entry in run["skipped_inputs"]:
+            print(f"nsfwkit classify: skipped {display_path(entry.path)} — {entry.reason}", file=sys.stderr)
     if run["classified"] + run["skipped"] == 0 and not run["folder_errors"]:
-        raise CommandError(" ".join(args.paths), "no image files found in the given paths")
+        raise CommandError(" ".join(args.paths), "no image files found in the given paths"
+                           + (f" ({skips})" if skips else ""))
     if not args.quiet:
         extra = f", {run['flagged']} flagged at threshold {args.threshold}" if args.threshold is not None else ""
+        skips = f", {skips}{'' if args.report_skipped else '; --report-skipped lists them'}" if skips else ""
         print(f"nsfwkit classify: {run['classified'] - run['failed']} classified, {run['failed']} failed, "
               f"{run['skipped']} already done ({run['skipped_failed']} of them failed), "
-              f"{len(run['removed'])} removed since the last run{extra} "
-              f"(model {spec.name}) -> {args.out}", file=sys.stderr)
+              f"{len(run['removed'])} removed since the last run{skips}{extra} "
+              f"(model {display_path(spec.name)}) -> {display_path(str(args.out))}", file=sys.stderr)
     return FAILED if run["failed"] or run["skipped_failed"] or run["folder_errors"] else OK
 
 
