@@ -205,9 +205,12 @@ def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: 
                     plans[q] = info
                 seconds[f"{prefix}_{q}"] = time.perf_counter() - t0
                 bar.update()
+            t0 = time.perf_counter()
             rows = {} if parity is None else parity(
                 {q: dest / q for q in quants}, reference=reference, planner=planner,
                 levels={q: info.get("levels", {}) for q, info in plans.items()})
+            if rows:
+                seconds[f"{prefix}_parity"] = time.perf_counter() - t0
         finally:
             if planner is not None:
                 planner.close()
