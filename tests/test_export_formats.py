@@ -399,7 +399,8 @@ def test_plot_size_vs_error_without_bars_warns_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = convert.plot_size_vs_error(rows)
-    assert fig.axes[1].get_legend() is None
+    assert fig.axes[1].get_legend() is None and fig.axes[1].get_yscale() == "linear"
+    assert [t.get_text() for t in fig.axes[1].texts] == ["not measured"]
 
 
 def test_precision_plan_help_names_every_format(capsys):

@@ -383,10 +383,12 @@ def plot_size_vs_error(rows: Sequence[Mapping[str, Any]]):
     bars_at = [(i, r["tolerance"]) for i, r in enumerate(rows) if r.get("tolerance")]
     err_ax.scatter([x[i] for i, _ in bars_at], [t for _, t in bars_at], marker="_", s=300, color="black",
                    label="parity bar", zorder=3)
-    err_ax.set_yscale("log")
     heights = [max(rows[i]["max_abs_diff"], 1e-9) for i in measured] + [t for _, t in bars_at]
-    if heights:
+    if heights:   # a log axis with nothing on it cannot be drawn
+        err_ax.set_yscale("log")
         err_ax.set_ylim(top=3 * max(heights))   # room above the highest bar tick
+    else:
+        err_ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=err_ax.transAxes)
     err_ax.set_ylabel("max |Δp|")
     if bars_at:
         err_ax.legend(fontsize=7, loc="upper left")
