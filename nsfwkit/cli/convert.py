@@ -1,13 +1,16 @@
 """CLI subcommands ``export``, ``serve`` and ``build-web``.
 
     nsfwkit export MODEL --out DIR [--format tfjs,tflite,onnx|all] [--quantize none,float16,uint8,dynamic,int8]
-                   [--calibration DIR] [--precision-plan measured|none] [--no-nsfwjs] [--overwrite]
+                   [--calibration DIR] [--calibration-limit N] [--precision-plan measured|none]
+                   [--strict] [--no-nsfwjs] [--overwrite]
     nsfwkit serve [DIR] [--port P]                  (DIR default: dist/web)
     nsfwkit build-web [--out DIR] [--model M | --export DIR] [--galleries DIR] [--run RUN_DIR]
                                                     (DIR default: dist/web)
 
-Exit status: 0 ok; 1 the export or build itself failed, the converter or a runtime is missing, or
-the port cannot be opened; 2 usage error (unknown model, format or precision, refused output
+Exit status: 0 ok (an export row that misses its parity bar is warned about on stderr, even with
+-q); 1 the export or build itself failed (the message names the build, e.g. ``tflite/int8: ...``),
+the converter or a runtime is missing, the port cannot be opened, or with ``export --strict`` a
+row missed its bar (the export is kept); 2 usage error (unknown model, format or precision, refused output
 folder, a calibration folder without a usable image, bad port).
 TensorFlow is imported inside the handlers only, so ``nsfwkit --help`` stays fast.
 """
@@ -34,19 +37,28 @@ def _print_sizes(rows) -> None:
               f"{r['path']:<18} {r.get('stored_as', '')}".rstrip())
 
 
-def _print_runtimes(result) -> None:
-    """The TFLite/ONNX parity rows, the combinations not made, and a warning per missed bar."""
+def _print_runtimes(rows, result) -> None:
+    """The parity rows of every format and the combinations not made."""
     from .. import convert
 
-    rows = [r for r in convert.runtime_table(result.out_dir) if r["format"] != "tfjs"]
     if rows:
         print(convert.table_text(rows))
-    for row in rows:
-        if not row["passed"]:
-            report("nsfwkit export", row["path"], f"max |dp| {row['max_abs_diff']:.2e} misses the bar "
-                                                  f"{row['tolerance']:g} (or top-1 changed); see export.json")
     for item in result.not_made:
         print(f"not made: {item['format']} {item['precision']} ({item['reason']})", file=sys.stderr)
+
+
+def _warn(rows, calibration) -> int:
+    """stderr lines, printed even with -q: the calibration folder's count of used and skipped
+    files, and one warning per row that misses its bar; returns how many missed."""
+    from ..convert import runtimes
+
+    if calibration and calibration["source"] != "samples":
+        print(f"nsfwkit export: {runtimes.calibration_line(calibration)}", file=sys.stderr)
+    missed = [r for r in rows if r["passed"] is False]
+    for row in missed:
+        report("nsfwkit export", row["path"], f"max |dp| {row['max_abs_diff']:.2e} misses the bar "
+                                              f"{row['tolerance']:g} (or top-1 changed); see export.json")
+    return len(missed)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -64,7 +76,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         result = convert.export(model, args.out, spec=spec, quantizations=args.quantize,
                                 nsfwjs=False if args.no_nsfwjs else None, formats=args.format,
-                                calibration=args.calibration,
+                                calibration=args.calibration, calibration_limit=args.calibration_limit or None,
                                 overwrite=args.overwrite, progress=not args.quiet and sys.stderr.isatty(),
                                 precision_plan=args.precision_plan == "measured")
     except (FileExistsError, NotADirectoryError, fileio.UnwritableFolderError) as exc:   # refused --out: usage
@@ -79,14 +91,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise from_exception(exc, "--format", code=FAILED) from None
     except (OSError, ValueError, RuntimeError) as exc:       # the export itself failed
         raise from_exception(exc, args.out, code=FAILED) from None
+    rows = convert.runtime_table(result.out_dir)
+    missed = _warn(rows, next((r["calibration"] for r in result.sizes if r.get("calibration")), None))
     if not args.quiet:
         _print_sizes(result.sizes)
-        _print_runtimes(result)
+        _print_runtimes(rows, result)
         print(f"exported {spec.name} to {result.out_dir}", file=sys.stderr)
         if result.nsfwjs:
             first = next(iter(result.nsfwjs.values()))
             print(f"for nsfwjs: nsfwjs.load('<url of {first.relative_to(result.out_dir)}>/', "
                   f"{{type: 'graph', size: {spec.image_size}}})", file=sys.stderr)
+    if missed and args.strict:
+        report("nsfwkit export", "--strict", f"{missed} export(s) missed the parity bar (kept in {result.out_dir})")
+        return FAILED
     return OK
 
 
@@ -132,8 +149,8 @@ def register(subparsers) -> None:
                     "five classes, DIR/nsfwjs/<q>/ (input 0-1: load it with nsfwjs.load(url, "
                     "{type: 'graph', size})); with --format tflite/onnx also DIR/tflite/<q>/model.tflite "
                     "and DIR/onnx/<q>/model.onnx (input raw RGB 0-255, spec.json beside each, parity "
-                    "measured in LiteRT / onnxruntime); plus spec.json and export.json (one size and "
-                    "parity row per format and precision).")
+                    "measured in LiteRT / onnxruntime; TF.js rows in Node, or emulated without it); "
+                    "plus spec.json and export.json (one size and parity row per format and precision).")
     p.add_argument("model", help=f"pretrained name ({DEFAULT_MODEL}, inception_v3) or a .keras file")
     p.add_argument("--out", required=True, help="export folder to create")
     p.add_argument("--format", default="tfjs",
@@ -146,10 +163,15 @@ def register(subparsers) -> None:
     p.add_argument("--calibration", default=None, metavar="DIR",
                    help="your own images to calibrate the quantised tflite/onnx builds (int8 ranges, the "
                         "measured mix); default: the kit's safe samples plus generated images")
+    p.add_argument("--calibration-limit", type=int, default=200, metavar="N",
+                   help="use a seeded sample of at most N images of --calibration (default 200; 0: all)")
     p.add_argument("--precision-plan", choices=("measured", "none"), default="measured",
-                   help="measured (default): float16/uint8 exports keep each weight tensor in the "
-                        "cheapest dtype that stays within the parity bars (mixed precision, larger); "
-                        "none: every tensor in the nominal dtype (smallest, larger error)")
+                   help="measured (default): quantised exports (TF.js float16/uint8, TFLite float16/dynamic/"
+                        "int8, ONNX float16) keep the most sensitive weight tensors or layers in float32 so "
+                        "they stay within the parity bars (mixed precision, larger); none: everything in "
+                        "the nominal precision (smallest, larger error)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when an export row misses its parity bar (the export is kept)")
     p.add_argument("--no-nsfwjs", action="store_true", help="skip the nsfwjs-ready flavour")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing export folder (only one holding export.json)")

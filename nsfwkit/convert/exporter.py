@@ -9,6 +9,7 @@ step, in ``formats.py``), the folder layout and :class:`~nsfwkit.convert.ExportR
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from ._converter import _import_converter, _quiet_tf
 from .builder import inference_model
 from .layout import ExportResult, _legacy_export, _quant, size_table
 from .precision import _PrecisionPlanner
+from .runtimes import CALIBRATION_LIMIT as _CALIBRATION_LIMIT
 from .saved_model import export_saved_model
 from .tfjs import _export_tfjs
 
@@ -43,6 +45,8 @@ def export(
     precision_plan: bool = True,
     formats: str | Sequence[str] = ("tfjs",),
     calibration: str | os.PathLike | None = None,
+    calibration_limit: int | None = _CALIBRATION_LIMIT,
+    measure_tfjs: bool = True,
 ) -> ExportResult:
     """Export a classifier: SavedModel, TF.js graph models, nsfwjs-ready graph models, and on
     request TFLite (``tflite/<q>/``) and ONNX (``onnx/<q>/``) models with parity rows.
@@ -73,7 +77,13 @@ def export(
         calibration: a folder of the user's own images that calibrates the quantised TFLite and
             ONNX builds (int8 ranges, the measured mixes), loaded by :mod:`nsfwkit.images`;
             default: the kit's representative set (each row's ``calibration`` says which, and
-            how many images). The TF.js mix keeps its own calibration set.
+            how many images). The TF.js mix keeps its own calibration set. Loaded once for
+            every quantised build.
+        calibration_limit: use a seeded sample of at most this many of the folder's images
+            (``None``: all); each row's ``calibration`` records ``images`` used and ``available``.
+        measure_tfjs: give each TF.js row in ``export.json`` its parity on the TFLite/ONNX rows'
+            fixed images, measured in TF.js (Node, wasm) or, without Node, emulated by the
+            planner (``runtime: "emulated (planner)"``): :func:`formats.tfjs_parity_rows`.
 
     Raises:
         FormatError: an unknown format/precision, or ``calibration`` that no export uses.
@@ -97,7 +107,8 @@ def export(
     if quants:
         _import_converter()
     _formats.check_runtimes(targets)
-    _formats.check_calibration(targets, calibration, image_size=spec.image_size)
+    calibration_set = _formats.check_calibration(targets, calibration, image_size=spec.image_size,
+                                                 limit=calibration_limit)
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     runtime_steps = len(targets.get("tflite", [])) + len(targets.get("onnx", []))
@@ -110,9 +121,13 @@ def export(
         export_saved_model(model, tmp / "saved_model", spec=spec)
         seconds["saved_model"] = time.perf_counter() - t0
         bar.update()
-        precision = {"tfjs": _convert_all(tmp / "saved_model", tmp / "tfjs", quants, spec=spec,
-                                          input_range=(0.0, 255.0), seconds=seconds,
-                                          prefix="tfjs", bar=bar, plan=precision_plan)} if quants else {}
+        parity = functools.partial(_formats.tfjs_parity_rows, spec=spec,
+                                   keras_model=inference_model(model, input_name=spec.input_name))
+        plans, tfjs_rows = _convert_all(tmp / "saved_model", tmp / "tfjs", quants, spec=spec,
+                                        input_range=(0.0, 255.0), seconds=seconds, prefix="tfjs", bar=bar,
+                                        plan=precision_plan, parity=parity if measure_tfjs else None
+                                        ) if quants else ({}, {})
+        precision = {"tfjs": plans} if quants else {}
         if nsfwjs:
             with tempfile.TemporaryDirectory(prefix="nsfwjs-sm-") as scratch:
                 t0 = time.perf_counter()
@@ -121,12 +136,13 @@ def export(
                     unit.export(str(Path(scratch) / "sm"), format="tf_saved_model", verbose=False)
                 seconds["nsfwjs_saved_model"] = time.perf_counter() - t0
                 bar.update()
-                precision["nsfwjs"] = _convert_all(
+                precision["nsfwjs"], _ = _convert_all(
                     Path(scratch) / "sm", tmp / "nsfwjs", nsfwjs_quants, spec=spec,
                     input_range=(0.0, 1.0), seconds=seconds, prefix="nsfwjs", bar=bar,
                     plan=precision_plan)
-        runtime_rows = _formats.export_runtimes(model, tmp, targets, spec=spec, calibration=calibration,
-                                                plan=precision_plan, seconds=seconds, bar=bar)
+        runtime_rows = _formats.export_runtimes(model, tmp, targets, spec=spec, calibration_set=calibration_set,
+                                                plan=precision_plan, seconds=seconds, bar=bar,
+                                                saved_model=tmp / "saved_model")
         spec.save(tmp / "spec.json")
         staged = ExportResult(
             out_dir=tmp, saved_model=tmp / "saved_model",
@@ -137,6 +153,9 @@ def export(
             onnx={q: tmp / "onnx" / q for q in targets.get("onnx", [])},
         )
         staged.sizes = size_table(staged) + runtime_rows
+        for row in staged.sizes:
+            if row["format"] == "tfjs_graph" and row["quantization"] in tfjs_rows:
+                row.update(tfjs_rows[row["quantization"]])
         summary = staged.to_dict()
         summary.update({"model": spec.name, "image_size": spec.image_size,
                         "class_names": list(spec.class_names), "formats": list(targets),
@@ -157,12 +176,14 @@ def export(
 
 def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: ModelSpec,
                  input_range: tuple[float, float], seconds: dict[str, float], prefix: str,
-                 bar, plan: bool = True) -> dict[str, Any]:
+                 bar, plan: bool = True, parity=None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Convert one SavedModel to ``dest/<q>`` for each quantisation, float32 first (its graph
     and weights choose the storage of the others; it is made in scratch space if not wanted).
 
     Returns:
-        quantisation -> the precision plan's summary (with ``levels``: weight -> dtype).
+        ``(plans, parity_rows)``: quantisation -> the precision plan's summary (with ``levels``:
+        weight -> dtype), and quantisation -> ``parity(folders, reference=..., levels=...,
+        planner=...)``'s row (empty without ``parity``).
     """
     reference = None
     planner = None
@@ -187,7 +208,13 @@ def _convert_all(saved_model: Path, dest: Path, quants: Sequence[str], *, spec: 
                     plans[q] = info
                 seconds[f"{prefix}_{q}"] = time.perf_counter() - t0
                 bar.update()
+            t0 = time.perf_counter()
+            rows = {} if parity is None else parity(
+                {q: dest / q for q in quants}, reference=reference, planner=planner,
+                levels={q: info.get("levels", {}) for q, info in plans.items()})
+            if rows:
+                seconds[f"{prefix}_parity"] = time.perf_counter() - t0
         finally:
             if planner is not None:
                 planner.close()
-    return plans
+    return plans, rows

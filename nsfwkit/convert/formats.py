@@ -35,7 +35,8 @@ from .onnx import PRECISIONS as ONNX_PRECISIONS
 from .tflite import QUANTIZATIONS as TFLITE_QUANTIZATIONS
 
 __all__ = ["FORMATS", "PRECISIONS", "FormatError", "split_list", "resolve", "check_runtimes",
-           "check_calibration", "export_runtimes", "runtime_table", "table_text", "plot_size_vs_error"]
+           "check_calibration", "export_runtimes", "tfjs_parity_rows", "runtime_table", "table_text",
+           "plot_size_vs_error"]
 
 #: Export formats, in the order they are made and shown.
 FORMATS: tuple[str, ...] = ("tfjs", "tflite", "onnx")
@@ -141,23 +142,27 @@ def _calibrated(targets: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def check_calibration(targets: Mapping[str, Sequence[str]], calibration: str | os.PathLike | None, *,
-                      image_size: int) -> dict[str, Any] | None:
-    """Load ``calibration`` once up front, so an empty or unreadable folder fails before any export.
+                      image_size: int, limit: int | None = runtimes.CALIBRATION_LIMIT
+                      ) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """Load the calibration set once up front, so an empty or unreadable folder fails before any
+    export and every quantised build gets the same array.
 
     Returns:
-        the calibration report (``source``, ``images``, ``skipped``) or ``None`` without a folder.
+        ``(images, report)`` (:func:`runtimes.calibration_images`: the folder's seeded sample of
+        at most ``limit`` images, or the kit's set without a folder), or ``None`` when no
+        requested build is calibrated.
 
     Raises:
         FormatError: ``calibration`` given but no requested export uses it (TF.js plans its mix
             on its own set; float32 builds need none).
         runtimes.CalibrationError: no image of the folder could be loaded.
     """
-    if calibration is None:
-        return None
     if not _calibrated(targets):
-        raise FormatError("--calibration", "used only by quantised tflite/onnx exports (e.g. --format "
-                                           "tflite --quantize int8); none is requested")
-    return runtimes.calibration_images(image_size, calibration)[1]
+        if calibration is not None:
+            raise FormatError("--calibration", "used only by quantised tflite/onnx exports (e.g. --format "
+                                               "tflite --quantize int8); none is requested")
+        return None
+    return runtimes.calibration_images(image_size, calibration, limit=limit)
 
 
 def _exporter(fmt: str):
@@ -167,31 +172,118 @@ def _exporter(fmt: str):
         return lambda model, folder, q, **kw: export_tflite(model, folder, quantize=q, **kw)
     from .onnx import export_onnx
 
-    return lambda model, folder, q, **kw: export_onnx(model, folder, precision=q, **kw)
+    return lambda model, folder, q, saved_model=None, **kw: export_onnx(model, folder, precision=q, **kw)
+
+
+def _named(name: str, exc: Exception) -> Exception:
+    """``exc`` re-made with the build's name in front (``tflite/int8: ...``), same type where it can be."""
+    if isinstance(exc, runtimes.PlanError):
+        return runtimes.PlanError(f"{name}: {exc}")
+    return RuntimeError(f"{name}: {type(exc).__name__}: {exc}")
 
 
 def export_runtimes(model, root: Path, targets: Mapping[str, Sequence[str]], *, spec: ModelSpec,
-                    calibration: str | os.PathLike | None = None, plan: bool = True,
-                    seconds: dict[str, float] | None = None, bar=None) -> list[dict[str, Any]]:
+                    calibration_set: tuple[np.ndarray, dict[str, Any]] | None = None, plan: bool = True,
+                    seconds: dict[str, float] | None = None, bar=None,
+                    saved_model: Path | None = None) -> list[dict[str, Any]]:
     """Write ``root/tflite/<q>/`` and ``root/onnx/<q>/`` for the targets; return their rows.
 
     Each row is the exporter's parity row (size, max |Δp| against Keras in the runtime, top-1
     agreement, decision flips, runtime and version, plan, calibration set) with ``path``
-    relative to ``root``.
+    relative to ``root``. ``calibration_set`` (:func:`check_calibration`) is loaded once and
+    given to every quantised build; ``saved_model`` (the inference model's, already written)
+    is what every TFLite build converts. A failing build raises with its name in front
+    (``tflite/int8: ...``): :class:`runtimes.PlanError` stays one, anything else becomes a
+    ``RuntimeError``.
     """
     rows = []
     for fmt in ("tflite", "onnx"):
         export = _exporter(fmt) if targets.get(fmt) else None
         for q in targets.get(fmt, []):
             t0 = time.perf_counter()
-            row = export(model, root / fmt / q, q, spec=spec, plan=plan,
-                         calibration=calibration if q != "float32" else None)
+            try:
+                row = export(model, root / fmt / q, q, spec=spec, plan=plan, saved_model=saved_model,
+                             calibration_set=calibration_set if q != "float32" else None)
+            except runtimes.RuntimeMissingError:
+                raise
+            except Exception as exc:  # any build failure: named and re-raised
+                raise _named(f"{fmt}/{q}", exc) from exc
             rows.append({**row, "path": Path(row["path"]).relative_to(root).as_posix()})
             if seconds is not None:
                 seconds[f"{fmt}_{q}"] = time.perf_counter() - t0
             if bar is not None:
                 bar.update()
     return rows
+
+
+def tfjs_parity_rows(folders: Mapping[str, Path], *, reference: Path, levels: Mapping[str, Mapping[str, str]],
+                     keras_model, spec: ModelSpec, planner=None) -> dict[str, dict[str, Any]]:
+    """The parity of each TF.js graph model on the fixed images of the TFLite/ONNX rows
+    (:func:`runtimes.parity_images`, resized the inference way, fed as model inputs).
+
+    Measured in TF.js itself (Node, wasm backend) when Node and the npm packages are there; else
+    the planner's emulation of TF.js (the float32 graph run in TensorFlow with each weight
+    dequantised as TF.js does, ``levels``), with ``runtime: "emulated (planner)"`` and
+    ``runtime_note`` saying why.
+
+    Args:
+        folders: precision -> graph model folder.
+        reference: the float32 graph model folder (for the emulation).
+        levels: precision -> weight -> storage dtype (the plans' ``levels``).
+        keras_model: the inference model (the reference probabilities).
+        planner: a live :class:`~nsfwkit.convert.precision._PrecisionPlanner` to reuse.
+
+    Returns:
+        precision -> ``{max_abs_diff, top1_agree, decision_flips, n_images, runtime, tolerance,
+        passed}`` (plus ``runtime_note`` when emulated).
+    """
+    from . import node
+
+    test = runtimes.resized(list(runtimes.parity_images(spec.image_size).values()), spec.image_size)
+    expected = keras_model.predict(test, batch_size=32, verbose=0)
+    try:
+        node._node()
+    except node.NodeMissingError as exc:
+        probs = _emulated(folders, test, reference=reference, levels=levels, planner=planner)
+        extra = {"runtime": "emulated (planner)", "runtime_note": f"TF.js not run: {exc}"}
+    else:
+        probs = {q: node.tfjs_probabilities(folder, test, preprocessed=True)["probs"] for q, folder in folders.items()}
+        extra = {"runtime": f"TF.js {_tfjs_version()} (Node, wasm)"}
+    rows = {}
+    for q, p in probs.items():
+        row = runtimes.compare(expected, p, spec)
+        tolerance = TFJS_TOLERANCES[q]
+        rows[q] = {**row, **extra, "tolerance": tolerance,
+                   "passed": bool(row["max_abs_diff"] <= tolerance and row["top1_agree"] == 1.0)}
+    return rows
+
+
+def _tfjs_version() -> str:
+    from .. import paths
+
+    package = paths.node_modules_dir() / "@tensorflow" / "tfjs-core" / "package.json"
+    try:
+        return json.loads(package.read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError):
+        return "(version unknown)"
+
+
+def _emulated(folders: Mapping[str, Path], test: np.ndarray, *, reference: Path,
+              levels: Mapping[str, Mapping[str, str]], planner=None) -> dict[str, np.ndarray]:
+    from .precision import _dequantize_like_tfjs, _GraphEmulator
+
+    emulator = planner.emulator if planner is not None else _GraphEmulator(reference)
+    try:
+        out = {}
+        for q in folders:
+            chosen = levels.get(q, {})
+            overrides = {n: _dequantize_like_tfjs(w, chosen[n]) for n, w in emulator.weights.items()
+                         if chosen.get(n, "float32") != "float32"}
+            out[q] = emulator.run(test, overrides)[1]
+        return out
+    finally:
+        if planner is None:
+            emulator.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,12 +383,15 @@ def plot_size_vs_error(rows: Sequence[Mapping[str, Any]]):
     bars_at = [(i, r["tolerance"]) for i, r in enumerate(rows) if r.get("tolerance")]
     err_ax.scatter([x[i] for i, _ in bars_at], [t for _, t in bars_at], marker="_", s=300, color="black",
                    label="parity bar", zorder=3)
-    err_ax.set_yscale("log")
     heights = [max(rows[i]["max_abs_diff"], 1e-9) for i in measured] + [t for _, t in bars_at]
-    if heights:
+    if heights:   # a log axis with nothing on it cannot be drawn
+        err_ax.set_yscale("log")
         err_ax.set_ylim(top=3 * max(heights))   # room above the highest bar tick
+    else:
+        err_ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=err_ax.transAxes)
     err_ax.set_ylabel("max |Δp|")
-    err_ax.legend(fontsize=7, loc="upper left")
+    if bars_at:
+        err_ax.legend(fontsize=7, loc="upper left")
     err_ax.set_xticks(x, [f"{r['format']}\n{r['precision']}" for r in rows], fontsize=8)
     fig.tight_layout()
     return fig

@@ -226,7 +226,8 @@ def _convert(export_model, spec: ModelSpec, precision: str, *, calibration: np.n
 
 def export_onnx(model, out_dir: str | os.PathLike, *, spec: ModelSpec, precision: str = "float32",
                 calibration: str | os.PathLike | None = None, plan: bool = True,
-                overwrite: bool = False) -> dict[str, Any]:
+                overwrite: bool = False, calibration_set: tuple[np.ndarray, dict[str, Any]] | None = None
+                ) -> dict[str, Any]:
     """Export a classifier as ONNX and measure it against Keras in onnxruntime.
 
     Args:
@@ -239,6 +240,7 @@ def export_onnx(model, out_dir: str | os.PathLike, *, spec: ModelSpec, precision
             the kit's safe samples plus generated images.
         plan: ``False`` stores every large weight tensor as float16 (error recorded).
         overwrite: replace an existing ``out_dir`` that the kit wrote (never other folders).
+        calibration_set: ``(images, report)`` already loaded; replaces ``calibration``.
 
     Returns:
         the parity row (:func:`nsfwkit.convert.runtimes.parity_row`) with ``plan``,
@@ -254,8 +256,8 @@ def export_onnx(model, out_dir: str | os.PathLike, *, spec: ModelSpec, precision
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     export_model = inference_model(model, input_name=spec.input_name)
-    calib, calib_report = (common.calibration_images(spec.image_size, calibration)
-                           if precision != "float32" else (None, None))
+    calib, calib_report = (None, None) if precision == "float32" else (
+        calibration_set or common.calibration_images(spec.image_size, calibration))
     test = common.resized(list(common.parity_images(spec.image_size).values()), spec.image_size)
     with common.staged_folder(out_dir, overwrite=overwrite) as tmp:
         proto, plan_info = _convert(export_model, spec, precision, calibration=calib, plan=plan)

@@ -35,7 +35,9 @@ __all__ = [
     "PlanError",
     "CalibrationError",
     "require",
+    "CALIBRATION_LIMIT",
     "calibration_images",
+    "calibration_line",
     "parity_images",
     "resized",
     "decisions",
@@ -114,7 +116,24 @@ def _default_calibration(image_size: int) -> list[np.ndarray]:
     return raw
 
 
-def calibration_images(image_size: int, calibration: str | os.PathLike | None = None
+#: At most this many images of a calibration folder are used (a seeded sample of them).
+CALIBRATION_LIMIT = 200
+
+
+def _non_images(folder: Path) -> list[dict[str, str]]:
+    """Regular, non-hidden files under ``folder`` without an image extension (the walk skips them)."""
+    from nsfwkit.images import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        return []
+    return [{"file": str(p), "reason": f"not an image extension ({p.suffix or 'none'})"}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            and p.suffix.lower() not in IMAGE_EXTENSIONS]
+
+
+def calibration_images(image_size: int, calibration: str | os.PathLike | None = None, *,
+                       limit: int | None = CALIBRATION_LIMIT, seed: int = 0
                        ) -> tuple[np.ndarray, dict[str, Any]]:
     """Images that calibrate int8 activations and choose the mixed precision.
 
@@ -123,11 +142,14 @@ def calibration_images(image_size: int, calibration: str | os.PathLike | None = 
         calibration: a folder (or file) of the user's own images, walked like ``classify``
             does; default: the kit's safe samples (:func:`nsfwkit.samples.sample_images`),
             mirrored crops of its photos and generated images (28 in all).
+        limit: decode at most this many of the folder's image files, a sample drawn with
+            ``seed`` (``None``: all); the cost of every quantised build grows with it.
 
     Returns:
         ``(images, report)``: ``float32`` ``(N, S, S, 3)`` 0-255 resized with
         :func:`nsfwkit.images.resize` (so pixels equal inference's), and ``{"source",
-        "images", "skipped": [{"file", "reason"}]}``.
+        "images" (used), "available" (image files found), "skipped": [{"file", "reason"}]}``;
+        files without an image extension are skipped with that reason.
 
     Raises:
         CalibrationError: no image of ``calibration`` could be loaded.
@@ -137,17 +159,37 @@ def calibration_images(image_size: int, calibration: str | os.PathLike | None = 
     if calibration is None:
         raw = _default_calibration(image_size)
         batch = np.stack([imgs.resize(img, image_size) for img in raw])
-        return batch, {"source": "samples", "images": int(len(batch)), "skipped": []}
+        return batch, {"source": "samples", "images": int(len(batch)), "available": int(len(batch)),
+                       "sampled": False, "skipped": []}
     errors: list[imgs.ImageError] = []
     files = list(imgs.iter_image_files([calibration], on_error=errors.append))
-    batch, _, load_errors = imgs.load_images(files, image_size=image_size)
+    chosen = files
+    if limit is not None and len(files) > limit:
+        picked = np.sort(np.random.default_rng(seed).choice(len(files), size=limit, replace=False))
+        chosen = [files[i] for i in picked]
+    batch, _, load_errors = imgs.load_images(chosen, image_size=image_size)
     errors += load_errors
-    report = {"source": str(calibration), "images": int(len(batch)),
-              "skipped": [{"file": e.path, "reason": e.reason} for e in errors]}
+    skipped = [{"file": str(e.path), "reason": e.reason} for e in errors] + _non_images(Path(calibration))
+    report = {"source": str(calibration), "images": int(len(batch)), "available": int(len(files)),
+              "sampled": len(chosen) < len(files), "skipped": skipped}
     if not len(batch):
-        raise CalibrationError(f"{calibration}: no usable calibration image "
-                         f"({len(errors)} skipped: {'; '.join(map(str, errors[:3]))})")
+        detail = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
+        read = ", ".join(sorted(imgs.IMAGE_EXTENSIONS))
+        raise CalibrationError(f"{calibration}: no usable calibration image (files read: {read}; "
+                               f"{len(skipped)} skipped{': ' + detail if detail else ''})")
     return batch, report
+
+
+def calibration_line(report: dict[str, Any]) -> str:
+    """``calibration DIR: N images used, M skipped (first: path — reason)`` for the CLI."""
+    skipped = report.get("skipped") or []
+    line = f"calibration {report['source']}: {report['images']} images used"
+    if report.get("sampled"):
+        line += f" (a seeded sample of {report['available']})"
+    line += f", {len(skipped)} skipped"
+    if skipped:
+        line += f" (first: {skipped[0]['file']} — {skipped[0]['reason']})"
+    return line
 
 
 def parity_images(image_size: int) -> dict[str, np.ndarray]:

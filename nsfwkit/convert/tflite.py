@@ -377,7 +377,8 @@ def _versions() -> dict[str, str]:
 
 def export_tflite(model, out_dir: str | os.PathLike, *, spec: ModelSpec, quantize: str = "none",
                   calibration: str | os.PathLike | None = None, plan: bool = True,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False, calibration_set: tuple[np.ndarray, dict[str, Any]] | None = None,
+                  saved_model: str | os.PathLike | None = None) -> dict[str, Any]:
     """Export a classifier as a ``.tflite`` model and measure it against Keras in LiteRT.
 
     Args:
@@ -393,6 +394,10 @@ def export_tflite(model, out_dir: str | os.PathLike, *, spec: ModelSpec, quantiz
             :data:`~nsfwkit.convert.runtimes.PLAN_MARGIN` on the calibration images).
             ``False``: everything quantised (smaller; error recorded, bar likely missed).
         overwrite: replace an existing ``out_dir`` that the kit wrote (never other folders).
+        calibration_set: ``(images, report)`` of :func:`~nsfwkit.convert.runtimes.calibration_images`
+            already loaded (one load for every build of a run); replaces ``calibration``.
+        saved_model: the SavedModel of ``inference_model(model)`` already written (e.g. the
+            export folder's ``saved_model/``): converted instead of exporting a new one.
 
     Returns:
         the parity row (:func:`nsfwkit.convert.runtimes.parity_row`) with ``plan``,
@@ -405,17 +410,18 @@ def export_tflite(model, out_dir: str | os.PathLike, *, spec: ModelSpec, quantiz
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     export_model = inference_model(model, input_name=spec.input_name)
-    calib, calib_report = (common.calibration_images(spec.image_size, calibration)
-                           if precision != "float32" else (None, None))
+    calib, calib_report = (None, None) if precision == "float32" else (
+        calibration_set or common.calibration_images(spec.image_size, calibration))
     test = common.resized(list(common.parity_images(spec.image_size).values()), spec.image_size)
     if precision == "int8":  # uint8 input: Keras gets the same whole-number pixels as LiteRT
         calib, test = np.rint(calib), np.rint(test)
     with common.staged_folder(out_dir, overwrite=overwrite) as tmp:
         with tempfile.TemporaryDirectory(prefix="tflite-sm-") as scratch, common.quiet_tf():
-            saved_model = Path(scratch) / "saved_model"
-            export_model.export(str(saved_model), format="tf_saved_model", verbose=False)
+            if saved_model is None:
+                saved_model = Path(scratch) / "saved_model"
+                export_model.export(str(saved_model), format="tf_saved_model", verbose=False)
             reference = export_model.predict(calib, batch_size=32, verbose=0) if calib is not None else None
-            model_bytes, plan_info = _convert(saved_model, precision, calibration=calib,
+            model_bytes, plan_info = _convert(Path(saved_model), precision, calibration=calib,
                                               reference=reference, plan=plan)
         sidecar = common.metadata(
             spec, fmt="tflite", precision=precision, model_input=_input_info(spec, precision),
