@@ -36,8 +36,10 @@ __all__ = [
 
 MANIFEST_FIELDS = (
     "path", "class", "split", "sha256", "phash", "size", "width", "height", "format", "group",
-    "note",
+    "note", "frames",
 )
+#: The columns of manifests written before clips had a ``frames`` column (still recognised; every row a still).
+_LEGACY_MANIFEST_FIELDS = MANIFEST_FIELDS[:-1]
 #: ``summary.json``'s ``path_base`` when ``manifest.csv``'s paths are relative to its own folder
 #: (manifests of older kits: relative to the directory ``prepare`` ran in).
 PATH_BASE = "manifest_folder"
@@ -124,7 +126,7 @@ class PreparedDataset:
         rows = [
             {"path": _relative_to(r.path, folder), "class": r.label, "split": r.split, "sha256": r.sha256,
              "phash": r.phash, "size": r.size, "width": r.width, "height": r.height,
-             "format": r.format, "group": r.group, "note": r.note}
+             "format": r.format, "group": r.group, "note": r.note, "frames": r.frames}
             for r in self.valid
         ]
         out["manifest"] = _write_csv(folder / "manifest.csv", MANIFEST_FIELDS, rows)
@@ -170,7 +172,7 @@ def is_prepared_folder(folder: str | os.PathLike) -> bool:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return tuple(header) == MANIFEST_FIELDS and isinstance(summary, dict) and {"class_names", "counts"} <= set(summary)
+    return tuple(header) in (MANIFEST_FIELDS, _LEGACY_MANIFEST_FIELDS) and isinstance(summary, dict) and {"class_names", "counts"} <= set(summary)
 
 
 def _reason_counts(skipped) -> dict[str, int]:
