@@ -7,10 +7,11 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from nsfwkit import data, samples
+from nsfwkit import data, samples, train
 from nsfwkit.data.manifest import is_prepared_folder
+from nsfwkit.frames import load_frames
 
-from data_helpers import write_image
+from data_helpers import tiny_backbone, tiny_dataset, write_image
 from frames_helpers import cartoon, photo, require_av
 
 
@@ -95,3 +96,40 @@ def test_a_broken_clip_is_quarantined_with_the_loaders_reason(tmp_path):
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
     (rec,) = data.validate_files([(str(cut), "a")], progress=False)
     assert not rec.ok and "MP4" in rec.reason and rec.frames == 1
+
+
+def _clips_in_train(tmp_path):
+    """A prepared dataset (stills of two classes, 8 each) whose two clips (a GIF of 4 frames and an
+    MP4 of 5 sampled frames, class ``neutral``) are both in the train split; and a tiny backbone."""
+    require_av()
+    root = tiny_dataset(tmp_path / "ds", per_class=8, size=32)
+    samples.write_animation(root / "neutral" / "anim.gif", _clip_frames(1, size=32))
+    samples.write_video(root / "neutral" / "clip.mp4", _clip_frames(2, size=32), fps=4, repeat=4)
+    prepared = data.prepare(root, progress=False)
+    for r in prepared.records:
+        if r.frames > 1:
+            r.split = "train"
+    manifest = prepared.write(tmp_path / "prep")["manifest"]
+    return manifest, tiny_backbone(tmp_path / "backbone", image_size=32)
+
+
+def test_training_leaves_clips_out_unless_asked_then_adds_their_frames(tmp_path, capsys):
+    manifest, backbone = _clips_in_train(tmp_path)
+    stills = sum(1 for r in data.read_manifest(manifest, split="train") if r["frames"] == "1")
+    cfg = dict(backbone=str(backbone), batch_size=1, epochs_head=1, epochs_finetune=0, patience=0,
+               probe_init=False, calibrate=False, augment=False)
+    plain = train.train(manifest, tmp_path / "plain", cfg, progress=False)
+    assert plain.clips_left_out == 2 and plain.steps == stills
+    assert "2 clips left out of training (still images only); opt in with clip_frames" in capsys.readouterr().out
+    opted = train.train(manifest, tmp_path / "opted", {**cfg, "clip_frames": 2}, verbose=False)
+    assert opted.clips_left_out == 0 and opted.steps == stills + 2 * 2
+
+
+def test_a_clip_frame_for_training_is_the_frame_classify_sees(tmp_path):
+    require_av()
+    path = samples.write_video(tmp_path / "clip.mp4", _clip_frames(5, size=32), fps=4, repeat=4)
+    sampled = [f.pixels for f in load_frames(path)]
+    pixels, ok = data.decode_for_model(str(path), 4)
+    assert ok and len(sampled) == 5
+    np.testing.assert_array_equal(pixels, sampled[4])
+    assert not data.decode_for_model(str(path), 5)[1]  # past the last sampled frame: dropped, not fatal

@@ -27,6 +27,7 @@ __all__ = [
     "read_manifest",
     "manifest_class_names",
     "manifest_arrays",
+    "clip_frame_counts",
     "existing_files",
     "MissingFilesError",
     "class_key",
@@ -293,6 +294,20 @@ def manifest_arrays(
     if unknown:
         raise DatasetError(f"{path}: classes {unknown} are not in {list(names)}")
     return [r["path"] for r in rows], np.array([index[r["class"]] for r in rows], np.int64), names
+
+
+#: ``format`` values of video rows (:func:`nsfwkit.frames.load_frames`' container names, upper-case).
+_VIDEO_FORMATS = frozenset({"MP4", "QUICKTIME", "WEBM", "MATROSKA", "AVI"})
+
+
+def clip_frame_counts(path: str | os.PathLike, split: str) -> np.ndarray:
+    """Per row of :func:`manifest_arrays` (same split, same order): 0 for a still image, else the
+    frames ``prepare`` sampled from the clip (a video, or an animation of more than one frame).
+    A manifest without the ``frames`` column (an older kit's) holds stills only."""
+    rows = read_manifest(path, split=split, resolve=False)
+    counts = [int(r.get("frames") or 1) for r in rows]
+    return np.array([n if n > 1 or r.get("format", "").upper() in _VIDEO_FORMATS else 0
+                     for n, r in zip(counts, rows)], np.int64)
 
 
 class MissingFilesError(DatasetError):
