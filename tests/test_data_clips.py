@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from nsfwkit import data, samples, train
+from nsfwkit import data, evaluate, samples, train
 from nsfwkit.data.manifest import is_prepared_folder
 from nsfwkit.frames import load_frames
 
@@ -133,3 +133,20 @@ def test_a_clip_frame_for_training_is_the_frame_classify_sees(tmp_path):
     assert ok and len(sampled) == 5
     np.testing.assert_array_equal(pixels, sampled[4])
     assert not data.decode_for_model(str(path), 5)[1]  # past the last sampled frame: dropped, not fatal
+
+
+def test_evaluation_scores_still_images_and_counts_the_clips_left_out(tmp_path):
+    require_av()
+    root = tiny_dataset(tmp_path / "ds", per_class=8, size=32)
+    samples.write_animation(root / "neutral" / "anim.gif", _clip_frames(1, size=32))
+    samples.write_video(root / "porn" / "clip.mp4", _clip_frames(2, size=32), fps=4, repeat=4)
+    prepared = data.prepare(root, progress=False)
+    clips = [r for r in prepared.records if r.frames > 1]
+    clips[0].split, clips[1].split = "val", "test"
+    manifest = prepared.write(tmp_path / "prep")["manifest"]
+    test_stills = sum(1 for r in data.read_manifest(manifest, split="test") if r["frames"] == "1")
+    model_path = tiny_backbone(tmp_path / "mine", image_size=32)
+    run = evaluate.evaluate_run(model_path, manifest, tmp_path / "eval", baseline=None, confidence=None,
+                                write_card=False)
+    assert run.clips_left_out == 2 and run.report["clips_left_out"] == 2
+    assert run.report["test"]["n"] == test_stills

@@ -181,6 +181,9 @@ def _evaluate(args) -> int:
     for name, path in run.files.items():
         print(f"{name}: {path}")
     _report_skipped(run.skipped_missing, args.manifest)
+    if run.clips_left_out:
+        print(f"warning: {run.clips_left_out} clips of val/test left out (evaluation scores still images only)",
+              file=sys.stderr)
     return OK
 
 
