@@ -818,6 +818,8 @@ def _open_run_folder(run_dir: Path, manifest, config: TrainConfig, splits: _Spli
     state = read_state(run_dir) if resume else None
     if state is not None:
         previous = json.loads(config_path.read_text()) if config_path.is_file() else None
+        if isinstance(previous, dict) and isinstance(previous.get("config"), dict):
+            previous["config"].setdefault("clip_frames", 0)  # a run from before clips: still images only
         if previous != saved:
             raise ValueError(
                 f"{run_dir}: holds a run with a different config or dataset; use another "

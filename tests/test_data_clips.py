@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from nsfwkit import data, evaluate, samples, train
+from nsfwkit import cli, data, evaluate, samples, train
 from nsfwkit.data.manifest import is_prepared_folder
 from nsfwkit.frames import load_frames
 
@@ -121,8 +123,12 @@ def test_training_leaves_clips_out_unless_asked_then_adds_their_frames(tmp_path,
     plain = train.train(manifest, tmp_path / "plain", cfg, progress=False)
     assert plain.clips_left_out == 2 and plain.steps == stills
     assert "2 clips left out of training (still images only); opt in with clip_frames" in capsys.readouterr().out
-    opted = train.train(manifest, tmp_path / "opted", {**cfg, "clip_frames": 2}, verbose=False)
-    assert opted.clips_left_out == 0 and opted.steps == stills + 2 * 2
+    # opted in through the CLI: each clip adds 2 training examples (one step each at batch size 1)
+    assert cli.main(["train", str(manifest), str(tmp_path / "opted"), "--config", json.dumps(cfg),
+                     "--clip-frames", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"({stills + 2 * 2} steps)" in out and "clips left out" not in out
+    assert json.loads((tmp_path / "opted" / "config.json").read_text())["train_files"] == stills + 2 * 2
 
 
 def test_a_clip_frame_for_training_is_the_frame_classify_sees(tmp_path):
@@ -150,3 +156,17 @@ def test_evaluation_scores_still_images_and_counts_the_clips_left_out(tmp_path):
                                 write_card=False)
     assert run.clips_left_out == 2 and run.report["clips_left_out"] == 2
     assert run.report["test"]["n"] == test_stills
+
+
+def test_a_run_from_before_clip_frames_still_resumes(tmp_path):
+    manifest, backbone = _clips_in_train(tmp_path)
+    cfg = dict(backbone=str(backbone), batch_size=4, epochs_head=1, epochs_finetune=0, patience=0,
+               probe_init=False, calibrate=False, augment=False)
+    first = train.train(manifest, tmp_path / "run", cfg, verbose=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["config"]["clip_frames"]  # what an older kit wrote
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    again = train.train(manifest, tmp_path / "run", cfg, verbose=False)
+    assert again.resumed_from == first.steps
+    with pytest.raises(ValueError, match="different config"):
+        train.train(manifest, tmp_path / "run", {**cfg, "clip_frames": 1}, verbose=False)
