@@ -851,6 +851,7 @@ class EvaluationRun:
     spec: ModelSpec
     spec_updated: bool = False
     skipped_missing: list[str] = dataclasses.field(default_factory=list)
+    clips_left_out: int = 0  # videos/animations of val + test not evaluated (still images only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -866,6 +867,7 @@ class _Splits:
     test_labels: np.ndarray
     missing: tuple[str, ...] = ()
     skip_missing: bool = False
+    clips_left_out: int = 0
 
     @classmethod
     def read(cls, manifest, spec: ModelSpec, nsfw_classes: Sequence[str] | None, *,
@@ -876,9 +878,9 @@ class _Splits:
         nsfw = tuple(nsfw_classes) if nsfw_classes is not None else (
             tuple(c for c in spec.nsfw_classes if c in class_names) or
             _data.default_nsfw_classes(class_names))
-        val_paths, val_y, _ = _data.manifest_arrays(manifest, "val", class_names=class_names)
-        test_paths, test_y, _ = _data.manifest_arrays(manifest, "test", class_names=class_names)
-        train_paths, train_y, _ = _data.manifest_arrays(manifest, "train", class_names=class_names)  # the probe's
+        val_paths, val_y, val_clips = _still_arrays(manifest, "val", class_names)
+        test_paths, test_y, test_clips = _still_arrays(manifest, "test", class_names)
+        train_paths, train_y, _ = _still_arrays(manifest, "train", class_names)  # the probe's
         _, _, missing = _data.existing_files(manifest, val_paths + test_paths + train_paths,
                                              np.concatenate([val_y, test_y, train_y]), skip_missing=skip_missing)
         val_paths, val_y, _ = _data.existing_files(manifest, val_paths, val_y, skip_missing=True)
@@ -897,11 +899,20 @@ class _Splits:
                     f"{manifest}: the val split has {n_nsfw} NSFW ({', '.join(nsfw)}) and "
                     f"{len(val_y) - n_nsfw} safe images; choosing a threshold needs both")
         return cls(Path(manifest), class_names, nsfw, val_paths, val_y, test_paths, test_y,
-                   tuple(missing), skip_missing)
+                   tuple(missing), skip_missing, val_clips + test_clips)
 
     @property
     def nsfw_indices(self) -> list[int]:
         return [self.class_names.index(c) for c in self.nsfw if c in self.class_names]
+
+
+def _still_arrays(manifest, split: str, class_names) -> tuple[list[str], np.ndarray, int]:
+    """``(paths, labels, clips)``: a split's still images; its videos and animations (``clips`` of
+    them) are left out: evaluation scores still images only (``classify`` scores a clip by its worst
+    frame; per-image metrics do not mix the two)."""
+    paths, labels, _ = _data.manifest_arrays(manifest, split, class_names=class_names)
+    still = _data.clip_frame_counts(manifest, split) == 0
+    return [p for p, ok in zip(paths, still) if ok], labels[still], int((~still).sum())
 
 
 def _val_then_test(val: _Predictions, test: _Predictions, splits: _Splits, *, target: str,
@@ -950,7 +961,7 @@ def _probe_predictions(spec: ModelSpec, splits: _Splits, *, batch_size: int):
                                            if k in _train.TrainConfig.__dataclass_fields__})
     extractor, base_spec = _train.feature_extractor(config)
     size = int(extractor.inputs[0].shape[1])
-    train_paths, train_y, _ = _data.manifest_arrays(splits.manifest, "train", class_names=splits.class_names)
+    train_paths, train_y, _ = _still_arrays(splits.manifest, "train", splits.class_names)
     train_paths, train_y, _ = _data.existing_files(splits.manifest, train_paths, train_y, skip_missing=True)
     feats = {}
     for split, paths in (("train", train_paths), ("val", splits.val_paths), ("test", splits.test_paths)):
@@ -1077,7 +1088,8 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
             "test": report, "baseline": base[2] if base else None, "linear_probe": probe_report,
             "calibration": cal, "threshold": threshold, "threshold_met": met,
             "spec_updated": write_spec, **({"linear_probe_skipped": probe_note} if probe_note else {}),
-            **({"skipped_missing": list(splits.missing)} if splits.missing else {})}
+            **({"skipped_missing": list(splits.missing)} if splits.missing else {}),
+            **({"clips_left_out": splits.clips_left_out} if splits.clips_left_out else {})}
     figures = _figures(test, splits, spec, threshold=threshold, target=target, report=report,
                        redact_images=redact_images)
     if base is not None:
@@ -1100,7 +1112,8 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
                           calibration=json_safe(cal))
         files["model_card"] = write_text(out_dir / "model_card.md", card)
     return EvaluationRun(report=full, files=files, figures=figures, spec=spec,
-                         spec_updated=write_spec, skipped_missing=list(splits.missing))
+                         spec_updated=write_spec, skipped_missing=list(splits.missing),
+                         clips_left_out=splits.clips_left_out)
 
 
 def _figures(test: _Predictions, splits: _Splits, spec: ModelSpec, *, threshold, target: str,

@@ -128,6 +128,11 @@ class TrainConfig:
         strategy: ``"auto"`` (Mirrored with several GPUs), ``"default"``, ``"mirrored"`` or
             ``"multiworker"``.
         cache: cache decoded images in memory (True), a file prefix, or False.
+        clip_frames: videos and animations in the manifest (``prepare``'s clips): 0 (default)
+            trains and validates on still images only, the clips left out and counted
+            (``TrainResult.clips_left_out``); N > 0: each clip gives up to N of its sampled frames
+            (evenly spaced over the frames :func:`nsfwkit.frames.load_frames` samples by default,
+            the pixels ``classify`` sees) as examples with the clip's label, in train and val.
         throttle_s: sleep after each step (tests and demos of interruption only).
     """
 
@@ -156,6 +161,7 @@ class TrainConfig:
     jit_compile: Any = "auto"
     strategy: str = "auto"
     cache: Any = True
+    clip_frames: int = 0
     throttle_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -181,6 +187,7 @@ class TrainResult:
     resumed_from: int | None
     run_dir: Path
     skipped_missing: list[str] = dataclasses.field(default_factory=list)
+    clips_left_out: int = 0  # videos/animations of train + val not trained on (``clip_frames`` 0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -628,6 +635,8 @@ def train(
     config = _as_config(config)
     run_dir = Path(run_dir)
     splits, missing = _read_splits(manifest, config, skip_missing=skip_missing)
+    if splits.clips_left_out and verbose:
+        print(f"{splits.clips_left_out} clips left out of training (still images only); opt in with clip_frames")
     devices = _Devices.detect(config)
     with _run_folder(run_dir, chief=is_chief(devices.strategy)):
         out_dir, saved_state = _open_run_folder(run_dir, manifest, config, splits, devices, resume=resume)
@@ -640,7 +649,7 @@ def train(
                                 "nothing saved")
         result = loop.finalise(state, manifest=manifest, resumed_from=resumed_from,
                                nsfw_classes=nsfw_classes)
-    result.skipped_missing = missing
+    result.skipped_missing, result.clips_left_out = missing, splits.clips_left_out
     return result
 
 
@@ -710,6 +719,9 @@ class _Splits:
     val_paths: list[str]
     val_labels: np.ndarray
     sample_weights: np.ndarray
+    train_frames: np.ndarray | None = None  # per example: the clip frame to decode (-1: a still)
+    val_frames: np.ndarray | None = None
+    clips_left_out: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -721,13 +733,15 @@ def _read_splits(manifest: str | os.PathLike, config: TrainConfig, *,
     """``(splits, missing)``: the train and val splits (missing files refused, or left out and
     returned when ``skip_missing``)."""
     class_names = _data.manifest_class_names(manifest)
-    train_paths, train_labels, _ = _data.manifest_arrays(manifest, "train", class_names=class_names)
-    val_paths, val_labels, _ = _data.manifest_arrays(manifest, "val", class_names=class_names)
+    train_paths, train_rows, _ = _split_rows(manifest, "train", class_names)
+    val_paths, val_rows, _ = _split_rows(manifest, "val", class_names)
     everything = _data.existing_files(manifest, train_paths + val_paths,
-                                      np.concatenate([train_labels, val_labels]), skip_missing=skip_missing)
+                                      np.concatenate([train_rows, val_rows]), skip_missing=skip_missing)
     missing = set(everything[2])
-    train_paths, train_labels, _ = _data.existing_files(manifest, train_paths, train_labels, skip_missing=True)
-    val_paths, val_labels, _ = _data.existing_files(manifest, val_paths, val_labels, skip_missing=True)
+    train_paths, train_rows, _ = _data.existing_files(manifest, train_paths, train_rows, skip_missing=True)
+    val_paths, val_rows, _ = _data.existing_files(manifest, val_paths, val_rows, skip_missing=True)
+    train_paths, train_labels, train_frames, train_clips = _clip_examples(train_paths, train_rows, config.clip_frames)
+    val_paths, val_labels, val_frames, val_clips = _clip_examples(val_paths, val_rows, config.clip_frames)
     present = sorted(set(train_labels.tolist()))
     if len(present) < 2:
         raise _data.DatasetError(
@@ -738,8 +752,34 @@ def _read_splits(manifest: str | os.PathLike, config: TrainConfig, *,
     weights = (_data.class_weights(train_labels, num_classes) if config.class_weighting
                else np.ones(num_classes, np.float32))
     return _Splits(class_names=class_names, train_paths=train_paths, train_labels=train_labels,
-                   val_paths=val_paths, val_labels=val_labels,
-                   sample_weights=weights[train_labels]), sorted(missing)
+                   val_paths=val_paths, val_labels=val_labels, sample_weights=weights[train_labels],
+                   train_frames=train_frames, val_frames=val_frames,
+                   clips_left_out=train_clips + val_clips), sorted(missing)
+
+
+def _split_rows(manifest, split: str, class_names) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """``(paths, rows, names)``: a split's paths and ``(label, clip frames)`` rows (0 frames: a still)."""
+    paths, labels, names = _data.manifest_arrays(manifest, split, class_names=class_names)
+    rows = np.stack([labels, _data.clip_frame_counts(manifest, split)], axis=1) if paths else np.zeros((0, 2), np.int64)
+    return paths, rows, names
+
+
+def _clip_examples(paths: list[str], rows: np.ndarray, clip_frames: int):
+    """``(paths, labels, frames, clips_left_out)``: one example per still (frame -1); per clip, none
+    (``clip_frames`` 0: counted) or up to ``clip_frames`` of its sampled frames, evenly spaced."""
+    out_paths, out_labels, out_frames, left_out = [], [], [], 0
+    for path, (label, count) in zip(paths, rows.tolist()):
+        if count == 0:
+            picks = [-1]
+        elif clip_frames <= 0:
+            left_out += 1
+            continue
+        else:
+            picks = sorted(set(np.round(np.linspace(0, count - 1, min(clip_frames, count))).astype(int).tolist()))
+        out_paths += [path] * len(picks)
+        out_labels += [label] * len(picks)
+        out_frames += picks
+    return out_paths, np.array(out_labels, np.int64), np.array(out_frames, np.int64), left_out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -778,6 +818,8 @@ def _open_run_folder(run_dir: Path, manifest, config: TrainConfig, splits: _Spli
     state = read_state(run_dir) if resume else None
     if state is not None:
         previous = json.loads(config_path.read_text()) if config_path.is_file() else None
+        if isinstance(previous, dict) and isinstance(previous.get("config"), dict):
+            previous["config"].setdefault("clip_frames", 0)  # a run from before clips: still images only
         if previous != saved:
             raise ValueError(
                 f"{run_dir}: holds a run with a different config or dataset; use another "
@@ -890,9 +932,11 @@ class _Loop:
         # decoded in epoch 0's order, so the first epoch trains while it decodes; later epochs
         # shuffle the cached images
         self.decoded_train = _data.decode_in_epoch_order(
-            splits.train_paths, image_size=self.image_size, seed=config.seed, cache=config.cache)
+            splits.train_paths, image_size=self.image_size, seed=config.seed, cache=config.cache,
+            frames=splits.train_frames)
         self.decoded_val = _data.DecodedImages(
-            _data.decode_dataset(splits.val_paths, image_size=self.image_size, cache=config.cache))
+            _data.decode_dataset(splits.val_paths, image_size=self.image_size, cache=config.cache,
+                                 frames=splits.val_frames))
         self.loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing,
                                                             reduction="none")
         self.val_loss_fn = keras.losses.CategoricalCrossentropy(reduction="none")

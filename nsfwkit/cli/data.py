@@ -128,7 +128,7 @@ def _train(args) -> int:
     except (ValueError, OSError) as exc:
         raise from_exception(exc, "--config") from None
     for key in ("backbone", "weights", "image_size", "batch_size", "epochs_head",
-                "epochs_finetune", "lr_head", "lr_finetune", "unfreeze", "seed", "patience"):
+                "epochs_finetune", "lr_head", "lr_finetune", "unfreeze", "seed", "patience", "clip_frames"):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = None if key == "weights" and value == "none" else value
@@ -182,6 +182,9 @@ def _evaluate(args) -> int:
     for name, path in run.files.items():
         print(f"{name}: {path}")
     _report_skipped(run.skipped_missing, args.manifest)
+    if run.clips_left_out:
+        print(f"warning: {run.clips_left_out} clips of val/test left out (evaluation scores still images only)",
+              file=sys.stderr)
     return OK
 
 
@@ -250,6 +253,8 @@ def register(subparsers) -> None:
     p.add_argument("--unfreeze", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int)
+    p.add_argument("--clip-frames", type=int, metavar="N",
+                   help="train on up to N sampled frames of each video/animation (default 0: still images only)")
     p.add_argument("--restart", action="store_true",
                    help="start over: delete the kit's checkpoints in OUT/checkpoints (nothing else)")
     p.add_argument("--skip-missing", action="store_true",

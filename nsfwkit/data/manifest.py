@@ -27,6 +27,7 @@ __all__ = [
     "read_manifest",
     "manifest_class_names",
     "manifest_arrays",
+    "clip_frame_counts",
     "existing_files",
     "MissingFilesError",
     "class_key",
@@ -36,8 +37,10 @@ __all__ = [
 
 MANIFEST_FIELDS = (
     "path", "class", "split", "sha256", "phash", "size", "width", "height", "format", "group",
-    "note",
+    "note", "frames",
 )
+#: The columns of manifests written before clips had a ``frames`` column (still recognised; every row a still).
+_LEGACY_MANIFEST_FIELDS = MANIFEST_FIELDS[:-1]
 #: ``summary.json``'s ``path_base`` when ``manifest.csv``'s paths are relative to its own folder
 #: (manifests of older kits: relative to the directory ``prepare`` ran in).
 PATH_BASE = "manifest_folder"
@@ -124,7 +127,7 @@ class PreparedDataset:
         rows = [
             {"path": _relative_to(r.path, folder), "class": r.label, "split": r.split, "sha256": r.sha256,
              "phash": r.phash, "size": r.size, "width": r.width, "height": r.height,
-             "format": r.format, "group": r.group, "note": r.note}
+             "format": r.format, "group": r.group, "note": r.note, "frames": r.frames}
             for r in self.valid
         ]
         out["manifest"] = _write_csv(folder / "manifest.csv", MANIFEST_FIELDS, rows)
@@ -170,7 +173,7 @@ def is_prepared_folder(folder: str | os.PathLike) -> bool:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return tuple(header) == MANIFEST_FIELDS and isinstance(summary, dict) and {"class_names", "counts"} <= set(summary)
+    return tuple(header) in (MANIFEST_FIELDS, _LEGACY_MANIFEST_FIELDS) and isinstance(summary, dict) and {"class_names", "counts"} <= set(summary)
 
 
 def _reason_counts(skipped) -> dict[str, int]:
@@ -291,6 +294,20 @@ def manifest_arrays(
     if unknown:
         raise DatasetError(f"{path}: classes {unknown} are not in {list(names)}")
     return [r["path"] for r in rows], np.array([index[r["class"]] for r in rows], np.int64), names
+
+
+#: ``format`` values of video rows (:func:`nsfwkit.frames.load_frames`' container names, upper-case).
+_VIDEO_FORMATS = frozenset({"MP4", "QUICKTIME", "WEBM", "MATROSKA", "AVI"})
+
+
+def clip_frame_counts(path: str | os.PathLike, split: str) -> np.ndarray:
+    """Per row of :func:`manifest_arrays` (same split, same order): 0 for a still image, else the
+    frames ``prepare`` sampled from the clip (a video, or an animation of more than one frame).
+    A manifest without the ``frames`` column (an older kit's) holds stills only."""
+    rows = read_manifest(path, split=split, resolve=False)
+    counts = [int(r.get("frames") or 1) for r in rows]
+    return np.array([n if n > 1 or r.get("format", "").upper() in _VIDEO_FORMATS else 0
+                     for n, r in zip(counts, rows)], np.int64)
 
 
 class MissingFilesError(DatasetError):

@@ -7,6 +7,18 @@ extension, is skipped with its reason; empty class folders reported). :func:`val
 decodes each file **once** with :func:`nsfwkit.images.decode_image` (the loader every other path
 uses) and hashes it; an unusable file becomes a quarantined :class:`Record` carrying the loader's
 reason. Nothing is ever moved, changed or deleted.
+
+Videos (:data:`nsfwkit.images.VIDEO_EXTENSIONS`) are listed beside images, and a video or an
+animated GIF/WebP/APNG with more than one frame is **one** :class:`Record` (a *clip*): ``sha256``
+of its bytes; ``phash`` the perceptual hash of the per-pixel **mean** of its frames as
+:func:`nsfwkit.frames.load_frames` samples them by default (as ``classify`` does: one frame per
+second plus the first and the last of a video, every frame of an animation, within the module's
+``max_frames``/``max_seconds`` caps), each frame resized to one size (64x64, box filter) before
+averaging. So the same clip under two names is an exact duplicate, and a re-encoded copy (another
+codec, another palette) lands within a few bits, a near duplicate. ``frames`` counts the sampled
+frames (1 for a still); ``format`` names the container (``MP4``, ``WEBM``, ``GIF``...); ``width``
+and ``height`` are a frame's. A clip holds the pixel budget for two frames (the frame being decoded
+and the running sum) while it is read. A broken clip is quarantined with the loader's reason.
 """
 
 from __future__ import annotations
@@ -18,6 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
+from .. import frames as _frames
 from .. import images as _images
 from ..inputs import REFUSED_EXTENSIONS, Skipped, find_inputs
 
@@ -47,6 +62,7 @@ class Record:
     note: str = ""
     nearest: str = ""  # the closest other file of its duplicate group (path)
     distance: int = -1  # perceptual-hash bits to ``nearest`` (0: same bytes; -1: no copy)
+    frames: int = 1  # frames sampled from a video or an animation (1: a still image)
 
 
 def scan_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None):
@@ -87,7 +103,8 @@ def scan_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     skipped: list[Skipped] = []
     empty: list[str] = []
     for name in names:
-        found = find_inputs([root / name], extensions=_images.IMAGE_EXTENSIONS | REFUSED_EXTENSIONS)
+        found = find_inputs([root / name], extensions=_images.IMAGE_EXTENSIONS | _images.VIDEO_EXTENSIONS
+                             | REFUSED_EXTENSIONS)
         skipped.extend(found.skipped)
         skipped.extend(Skipped(e.path, e.reason) for e in found.errors)
         files.extend((str(path), name) for path in found.files)
@@ -107,6 +124,9 @@ def _validate_one(path: str, label: str, max_bytes: int, max_pixels: int, hash_s
         rec.size = os.stat(path).st_size
         data = _images.read_file(path, max_bytes=max_bytes)  # regular files only, at most max_bytes
         rec.size = len(data)
+        if _is_clip(data, path, max_pixels):
+            _describe_clip(rec, data, hash_size, max_pixels, budget)
+            return rec
         with budget.hold(_images.header_pixels(data, path=path, max_pixels=max_pixels)):
             _describe(rec, data, _images.decode_image(data, path=path, max_pixels=max_pixels), hash_size)
     except _images.ImageError as exc:
@@ -134,6 +154,39 @@ def _describe(rec: Record, data: bytes, image, hash_size: int) -> None:
     rec.height, rec.width = int(image.shape[0]), int(image.shape[1])
     rec.format = _sniff_format(data[:16])
     rec.phash = str(imagehash.phash(Image.fromarray(image), hash_size=hash_size))
+
+
+#: Side every sampled frame of a clip is resized to before the frames are averaged.
+_CLIP_SIDE = 64
+
+
+def _is_clip(data: bytes, path: str, max_pixels: int) -> bool:
+    """A video, or an animation with more than one frame (read from the bytes, not the name)."""
+    if _images._sniff_video(data[:64]):
+        return True
+    im = _images._open_image(data, path=path, max_pixels=max_pixels)
+    with _images._PillowErrors(path):
+        return im.format in ("GIF", "PNG", "WEBP") and bool(getattr(im, "is_animated", False)) and im.n_frames > 1
+
+
+def _describe_clip(rec: Record, data: bytes, hash_size: int, max_pixels: int, budget: _images.PixelBudget) -> None:
+    """Fill in a clip's hashes, size, format and frame count: pHash of the mean sampled frame."""
+    import imagehash
+    from PIL import Image
+
+    clip = _frames.load_frames(data, max_pixels=max_pixels)
+    total, count = np.zeros((_CLIP_SIDE, _CLIP_SIDE, 3), np.float64), 0
+    with budget.hold(2 * clip.width * clip.height):
+        for frame in clip:
+            rec.height, rec.width = int(frame.pixels.shape[0]), int(frame.pixels.shape[1])
+            small = Image.fromarray(frame.pixels).resize((_CLIP_SIDE, _CLIP_SIDE), Image.Resampling.BOX)
+            total += np.asarray(small, np.float64)
+            count += 1
+    mean = np.round(total / count).astype(np.uint8)
+    rec.ok, rec.frames = True, count
+    rec.sha256 = hashlib.sha256(data).hexdigest()
+    rec.format = clip.format.upper()
+    rec.phash = str(imagehash.phash(Image.fromarray(mean), hash_size=hash_size))
 
 
 def _sniff_format(head: bytes) -> str:

@@ -74,8 +74,12 @@ class DecodedImages:
     order_seed: int | None = None
 
 
-def decode_for_model(path: str | bytes) -> tuple[np.ndarray, bool]:
+def decode_for_model(path: str | bytes, frame: int = -1) -> tuple[np.ndarray, bool]:
     """Decode one file with the shared loader for ``tf.data``: ``(uint8 (H,W,3), ok)``.
+
+    ``frame`` >= 0: the ``frame``-th frame of a video or an animation as
+    :func:`nsfwkit.frames.load_frames` samples it by default (the pixels ``classify`` sees);
+    -1: a still image (:func:`nsfwkit.images.load_image`).
 
     A file that fails (changed since validation) gives a 1x1 black image and ``ok=False``; the
     pipeline filters it out instead of failing the batch.
@@ -83,9 +87,20 @@ def decode_for_model(path: str | bytes) -> tuple[np.ndarray, bool]:
     if isinstance(path, bytes):
         path = path.decode("utf-8", "surrogateescape")
     try:
+        if int(frame) >= 0:
+            return _clip_frame(path, int(frame))
         return _images.load_image(path), True
     except _images.ImageError:
         return np.zeros((1, 1, 3), np.uint8), False
+
+
+def _clip_frame(path: str, frame: int) -> tuple[np.ndarray, bool]:
+    from .. import frames as _frames
+
+    for k, item in enumerate(_frames.load_frames(path)):
+        if k == frame:
+            return item.pixels, True
+    return np.zeros((1, 1, 3), np.uint8), False
 
 
 def _augment(image, seed, *, strength: float):
@@ -126,8 +141,12 @@ def decode_dataset(
     cache: bool | str = True,
     parallel: int | None = None,
     order: Sequence[int] | None = None,
+    frames: Sequence[int] | None = None,
 ):
     """``tf.data.Dataset`` of ``(index, float32 (S, S, 3) image)``: decoded, resized, cached.
+
+    ``frames``: per path, which sampled frame of a clip to decode (-1 or None: a still image;
+    see :func:`decode_for_model`); a clip may appear several times with different frames.
 
     Files that fail to decode are dropped (their index is missing). Iterating the same object
     again reads the cache instead of decoding again. ``order`` (a permutation of the indices)
@@ -139,9 +158,11 @@ def decode_dataset(
     size = int(image_size)
     # file names as bytes (surrogateescape): a name that is not UTF-8 reaches decode_for_model intact
     table = tf.constant([os.fsencode(p) for p in paths], tf.string) if paths else tf.zeros([0], tf.string)
+    frame_table = tf.constant(np.full(len(paths), -1, np.int64) if frames is None
+                              else np.asarray(frames, np.int64).reshape(-1))
 
     def load(i):
-        image, ok = tf.numpy_function(decode_for_model, [tf.gather(table, i)],
+        image, ok = tf.numpy_function(decode_for_model, [tf.gather(table, i), tf.gather(frame_table, i)],
                                       [tf.uint8, tf.bool], stateful=False)
         image = tf.ensure_shape(image, [None, None, 3])
         image = tf.raw_ops.ResizeBilinear(images=image[None], size=[size, size],
@@ -166,14 +187,16 @@ def decode_in_epoch_order(
     seed: int,
     cache: bool | str = True,
     parallel: int | None = None,
+    frames: Sequence[int] | None = None,
 ) -> DecodedImages:
     """A run's training images, decoded in epoch 0's order (:func:`epoch_order`) for ``seed``.
 
     Pass it as ``decoded`` to every epoch's :func:`make_dataset`: the first epoch trains while
-    it decodes, later epochs shuffle the cached images.
+    it decodes, later epochs shuffle the cached images. ``frames``: as :func:`decode_dataset`.
     """
     order = epoch_order(len(paths), seed, 0)
-    dataset = decode_dataset(paths, image_size=image_size, cache=cache, parallel=parallel, order=order)
+    dataset = decode_dataset(paths, image_size=image_size, cache=cache, parallel=parallel, order=order,
+                             frames=frames)
     return DecodedImages(dataset, order_seed=int(seed))
 
 
