@@ -76,6 +76,7 @@ __all__ = [
     "BASELINES",
     "INTEGRATIONS",
     "BLUR_SIGMA",
+    "COMPLETENESS_TOLERANCE",
     "GREY",
     "INPUT",
     "EXPLAINERS",
@@ -83,12 +84,14 @@ __all__ = [
     "aggregate_channels",
     "baseline_images",
     "blur",
+    "completeness_warning",
     "compute_attribution",
     "explain",
     "gradients",
     "integrated_gradients",
     "integration_path",
     "layer_cam",
+    "relative_completeness_error",
     "smoothgrad",
 ]
 
@@ -112,6 +115,8 @@ GREY = 127.5
 BLUR_SIGMA = 0.05
 #: ``AttributionResult.layer`` of the pixel methods.
 INPUT = "input"
+#: Integrated Gradients: a relative completeness error above this (5 %) earns a warning.
+COMPLETENESS_TOLERANCE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +342,31 @@ def _integrated_gradients(model, x, cls, *, batch_size: int, jit_compile: bool, 
 
 _PIXEL_IMPLEMENTATIONS = {"gradients": _vanilla, "smoothgrad": _smoothgrad,
                           "integrated_gradients": _integrated_gradients}
+
+
+def relative_completeness_error(completeness_error, score_difference) -> np.ndarray:
+    """``|completeness_error| / |score_difference|`` per image, ``float64``; NaN where the score
+    difference is 0 (the baseline scores as the image does: no relative error is defined)."""
+    error = np.abs(np.asarray(completeness_error, np.float64))
+    difference = np.abs(np.asarray(score_difference, np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(difference > 0, error / np.where(difference > 0, difference, 1.0), np.nan)
+
+
+def completeness_warning(completeness_error: float, score_difference: float, *, what: str = "integrated_gradients",
+                         tolerance: float = COMPLETENESS_TOLERANCE) -> str | None:
+    """One line when one Integrated Gradients map's completeness error is above ``tolerance`` of
+    its score difference (or nonzero when that difference is 0); None when completeness holds."""
+    if score_difference == 0:
+        if completeness_error == 0:
+            return None
+        return (f"{what}: completeness error {completeness_error:.3g} while the baseline scores as the image "
+                "does: raise steps or use the blur baseline")
+    relative = float(relative_completeness_error(completeness_error, score_difference))
+    if relative <= tolerance:
+        return None
+    return (f"{what}: completeness error {relative:.1%} of the score difference (tolerance {tolerance:.0%}): "
+            "raise steps or use the blur baseline")
 
 
 def _layer_cam(model, x, cls, layer: str, *, batch_size: int, jit_compile: bool):
