@@ -371,7 +371,7 @@ def test_default_model_attributions(default_model, cat_image):
         assert maps.shape == (2, 224, 224) and maps.max() == pytest.approx(1.0)
     shared = classmaps.class_maps(model, cat_image, class_names=spec.class_names)
     assert shared.maps.max() == pytest.approx(1.0)
-    # the classes the model gives p < 0.01 are darker than the top class on the shared scale
+    # the classes the model gives p < 0.01 are darker than the top class on the default scale
     # (measured on the cat: mean 0.007, 0 and 0.06 against Neutral's 0.23)
     top = int(np.argmax(shared.probabilities))
     brightness = shared.maps.reshape(len(shared.maps), -1).mean(axis=1)
