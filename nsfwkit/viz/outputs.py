@@ -257,7 +257,9 @@ def write_activation(
             (batch of 1), or None.
         cams: :class:`~nsfwkit.viz.cam.CamResult` or :class:`~nsfwkit.viz.classmaps.ClassMaps`
             objects for this image (batch of 1 or one per class); a ``ClassMaps`` adds its
-            caption, scale, raw range and empty flag to each entry.
+            caption, scale, raw range and empty flag to each entry; an Integrated Gradients result
+            (either kind) its ``completeness_error``, ``score_difference`` and
+            ``relative_completeness_error``.
         faithfulness: the ``faithfulness`` block of :func:`nsfwkit.viz.report.faithfulness_scores`;
             its per-map scores are copied into the matching ``cams`` entries too.
         channels: per-channel PNGs for the first ``channels`` channels of each layer.
