@@ -248,7 +248,7 @@ def _unlikely_class_model():
 
 def test_shared_scale_keeps_an_unlikely_class_dark():
     model = _unlikely_class_model()
-    shared = classmaps.class_maps(model, TINY_X, class_names=["likely", "unlikely"])
+    shared = classmaps.class_maps(model, TINY_X, class_names=["likely", "unlikely"], scale="shared")
     assert shared.scale == "shared" and shared.class_index.tolist() == [0, 1]
     z1 = 0.05 * (TINY_X[..., 0].mean() + TINY_X[..., 1].mean()) - 10.0
     z0 = TINY_X[..., 0].mean() + 0.5 * TINY_X[..., 1].mean() + 0.1
@@ -260,16 +260,66 @@ def test_shared_scale_keeps_an_unlikely_class_dark():
     np.testing.assert_allclose(shared.divisor, [0.25, 0.25], rtol=1e-6)
     assert shared.captions[1].startswith("unlikely p=0.00, raw [0, 0.0125]")
     assert not shared.empty.any()
-    assert "shared scale" in shared.scale_label
+    assert "raw shared scale" in shared.scale_label
     per_map = classmaps.class_maps(model, TINY_X, scale="per_map")
     assert per_map.maps[1].max() == pytest.approx(1.0)  # the misleading bright spot, labelled
     assert "per-map scale" in per_map.scale_label
-    # cam.cam_per_class: shared by default, the old per-map behaviour on request
-    np.testing.assert_allclose(cam.cam_per_class(model, TINY_X), shared.maps, atol=1e-6)
+    # cam.cam_per_class: the class_maps scales, the old per-map behaviour on request
+    np.testing.assert_allclose(cam.cam_per_class(model, TINY_X, scale="shared"), shared.maps, atol=1e-6)
     np.testing.assert_allclose(cam.cam_per_class(model, TINY_X, scale="per_map"),
                                cam.compute_cam(model, np.stack([TINY_X, TINY_X]), class_index=[0, 1]).maps, atol=1e-6)
     with pytest.raises(ValueError, match="scale"):
         cam.cam_per_class(model, TINY_X, scale="global")
+
+
+def _outshining_class_model():
+    """The tiny model with class 1 = 2 x0 mean - 3.40625: p1 = 0.06 but twice class 0's raw Grad-CAM peak.
+
+    Logits: z0 = 1.1875 + 0.5 * 1.0625 = 1.71875, z1 = 2 * 1.1875 - 3.40625 = -1.03125, so
+    p1 = 1 / (1 + e^2.75) = 0.0601. Grad-CAM raw maps: class 0 (x0 + 0.5 x1) / 16, peak 4 / 16;
+    class 1 2 x0 / 16, peak 8 / 16.
+    """
+    model = build_tiny_model()
+    dense = model.get_layer("dense")
+    dense.set_weights([np.array([[1.0, 2.0], [0.5, 0.0]], np.float32), np.array([0.0, -3.40625], np.float32)])
+    return model
+
+
+def test_default_scale_weights_evidence_by_probability():
+    model = _outshining_class_model()
+    p1 = 1 / (1 + np.exp(2.75))
+    p0 = 1 - p1
+    weighted = classmaps.class_maps(model, TINY_X, class_names=["top", "outshining"])
+    assert weighted.scale == "weighted"
+    np.testing.assert_allclose(weighted.probabilities, [p0, p1], rtol=1e-5)
+    assert weighted.raw[1].max() == pytest.approx(2 * weighted.raw[0].max())  # more raw evidence than the top class
+    # raw_c * p_c / max_k(p_k peak_k): the largest product is class 0's, p0 * 4 / 16
+    np.testing.assert_allclose(weighted.maps[0], HAND_TINY_CLASS_0, atol=1e-6)
+    np.testing.assert_allclose(weighted.maps[1], TINY_X[..., 0] * p1 / (2 * p0), atol=1e-6)
+    np.testing.assert_allclose(weighted.divisor, [0.25, 0.25 * p0 / p1], rtol=1e-5)
+    assert weighted.maps[1].max() == pytest.approx(4 * p1 / (2 * p0), rel=1e-5)  # 0.128: dim
+    assert "evidence × probability: raw × p / 0.235" in weighted.scale_label
+    # the raw shared scale makes the p = 0.06 class the brightest: what the default fixes
+    shared = classmaps.class_maps(model, TINY_X, scale="shared")
+    np.testing.assert_allclose(shared.maps[1], TINY_X[..., 0] / 4, atol=1e-6)
+    np.testing.assert_allclose(shared.maps[0], HAND_TINY_CLASS_0 / 2, atol=1e-6)
+
+    def brightness(result):
+        return result.maps.reshape(2, -1).mean(axis=1)
+
+    assert brightness(weighted)[1] < brightness(weighted)[0] / 5
+    assert brightness(shared)[1] > brightness(shared)[0]
+    np.testing.assert_allclose(cam.cam_per_class(model, TINY_X), weighted.maps, atol=1e-6)
+
+
+def test_weighted_scale_of_a_zero_probability_class_is_black():
+    model = _outshining_class_model()
+    model.get_layer("dense").set_weights([np.array([[1.0, 2.0], [0.5, 0.0]], np.float32),
+                                          np.array([0.0, -1000.0], np.float32)])
+    weighted = classmaps.class_maps(model, TINY_X)
+    assert weighted.probabilities[1] == 0.0
+    assert np.isinf(weighted.divisor[1]) and np.all(weighted.maps[1] == 0)
+    np.testing.assert_allclose(weighted.maps[0], HAND_TINY_CLASS_0, atol=1e-6)
 
 
 def _two_conv_model():
@@ -303,7 +353,7 @@ def test_an_empty_map_says_why():
     fig = classmaps.plot_class_maps(picture, early)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "image" and titles[1].startswith("a p=0.98") and "empty" in titles[2]
-    assert "shared scale" in fig._suptitle.get_text()
+    assert "evidence × probability" in fig._suptitle.get_text()
 
 
 @pytest.mark.slow
@@ -321,10 +371,33 @@ def test_default_model_attributions(default_model, cat_image):
         assert maps.shape == (2, 224, 224) and maps.max() == pytest.approx(1.0)
     shared = classmaps.class_maps(model, cat_image, class_names=spec.class_names)
     assert shared.maps.max() == pytest.approx(1.0)
-    # the classes the model gives p < 0.01 are darker than the top class on the shared scale
+    # the classes the model gives p < 0.01 are darker than the top class on the default scale
     # (measured on the cat: mean 0.007, 0 and 0.06 against Neutral's 0.23)
     top = int(np.argmax(shared.probabilities))
     brightness = shared.maps.reshape(len(shared.maps), -1).mean(axis=1)
     unlikely = np.flatnonzero(shared.probabilities < 0.01)
     assert unlikely.size and (brightness[unlikely] < brightness[top] / 2).all(), brightness
     assert_same_model(before, model_fingerprint(model))
+
+
+def test_relative_completeness_error_and_its_warning():
+    rel = at.relative_completeness_error([0.5, -0.3, 0.0, 0.2], [10.0, -2.0, 0.0, 0.0])
+    np.testing.assert_allclose(rel[:2], [0.05, 0.15])
+    assert np.isnan(rel[2:]).all()  # no relative error over a zero score difference
+    assert at.COMPLETENESS_TOLERANCE == 0.05
+    assert at.completeness_warning(0.5, 10.0) is None  # 5 %: within
+    assert at.completeness_warning(0.0, 0.0) is None  # 0 = 0: completeness holds
+    assert at.completeness_warning(-0.3, -2.0, what="ig of Porn") == (
+        "ig of Porn: completeness error 15.0% of the score difference (tolerance 5%): "
+        "raise steps or use the blur baseline")
+    assert at.completeness_warning(0.2, 0.0).endswith("while the baseline scores as the image does: "
+                                                      "raise steps or use the blur baseline")
+
+
+def test_class_maps_carry_the_completeness_check(tiny_model):
+    ig = classmaps.class_maps(tiny_model, TINY_X, method="integrated_gradients", steps=3, baseline="black")
+    direct = at.compute_attribution(tiny_model, np.stack([TINY_X, TINY_X]), method="integrated_gradients",
+                                    class_index=[0, 1], steps=3, baseline="black")
+    np.testing.assert_allclose(ig.completeness_error, direct.completeness_error)
+    np.testing.assert_allclose(ig.score_difference, direct.score_difference)
+    assert classmaps.class_maps(tiny_model, TINY_X).completeness_error is None

@@ -268,6 +268,25 @@ def test_plots_return_figures(branching_model):
     assert [line.get_label().split()[0] for line in fig.axes[0].get_lines()] == ["gradients", "grad_cam"]
 
 
+def test_plot_data_randomization():
+    maps = np.linspace(0, 1, 2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    result = fa.DataRandomizationResult(
+        methods=("gradients", "edges"), accuracy_true=1.0, accuracy_random=0.75, maps_true=maps,
+        maps_random=maps[:, ::-1], rank_correlation=np.array([[0.1, 0.2, 0.3], [1.0, 0.9, 0.8]]),
+        threshold=0.5, flagged=("edges",))
+    fig = fa.plot_data_randomization(result, index=2, image=np.full((4, 4, 3), 200.0))
+    assert len(fig.axes) == 2 * 3  # image, true-label map, random-label map
+    assert [ax.get_title() for ax in fig.axes[1:3]] == ["true labels", "random labels, rho 0.30"]
+    assert fig.axes[5].get_title() == "random labels, rho 0.80"
+    np.testing.assert_allclose(fig.axes[1].get_images()[0].get_array(), maps[0, 2])
+    np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), maps[0, 0])  # maps_random[0, 2]
+    assert fig.axes[0].texts[0].get_text() == "gradients"
+    assert fig.axes[3].texts[0].get_text() == "edges\n(flagged: survives)"
+    title = fig._suptitle.get_text()
+    assert "training accuracy 1.00 (true labels), 0.75 (random labels)" in title
+    assert len(fa.plot_data_randomization(result).axes) == 2 * 2  # without the image column
+
+
 @pytest.mark.slow
 def test_default_model_faithfulness_and_sanity(default_model, cat_image):
     model, _ = default_model

@@ -152,3 +152,23 @@ def patch_images(n: int = 8, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).uniform(0, 100, (n, 8, 8, 3)).astype(np.float32)
     x[(slice(None),) + PATCH] = 255.0
     return x
+
+
+def build_kinked_model(threshold: float):
+    """Input (8, 8, 3) -> identity 1x1 Conv2D "conv" -> GAP -> Dense(1, relu) "hidden" -> Dense(2, softmax).
+
+    logit_0 = relu(mean(x) - threshold), logit_1 = 0: on the straight path from a black baseline
+    to ``x`` the gradient is 0 until ``alpha * mean(x) > threshold``, then 1 / 192 per value.
+    """
+    import keras
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    conv = keras.layers.Conv2D(3, 1, use_bias=False, name="conv")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(conv(inputs))
+    hidden = keras.layers.Dense(1, activation="relu", name="hidden")
+    dense = keras.layers.Dense(2, activation="softmax", name="dense")
+    model = keras.Model(inputs, dense(hidden(x)), name="kinked")
+    conv.set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)])
+    hidden.set_weights([np.full((3, 1), 1 / 3, np.float32), np.array([-threshold], np.float32)])
+    dense.set_weights([np.array([[1.0, 0.0]], np.float32), np.zeros(2, np.float32)])
+    return model

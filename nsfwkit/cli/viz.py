@@ -6,9 +6,13 @@ Writes ``<out>/filters/`` and ``<out>/activation/`` (default ``dist/``), each wi
 ``--gpu``).
 
 ``--cam`` takes any explanation method (the CAMs and the pixel attributions of
-:mod:`nsfwkit.viz.attributions`); per-class maps (``--class all``) share one scale per method
-unless ``--per-map-scale``. ``--faithfulness`` scores every map by deletion / insertion AUC into
-the manifest and prints a per-method table; ``--sanity`` adds the rank correlation with the maps
+:mod:`nsfwkit.viz.attributions`); per-class maps (``--class all``) are drawn on the
+``--scale`` of :func:`nsfwkit.viz.classmaps.class_maps`: ``weighted`` (default, evidence ×
+probability), ``shared`` (raw evidence on one scale per method) or ``per_map`` (``--per-map-scale``).
+Integrated Gradients maps record their completeness error in the manifest, and a warning goes to
+stderr when it is above :data:`nsfwkit.viz.attributions.COMPLETENESS_TOLERANCE` (raise
+``--ig-steps`` or use ``--ig-baseline blur``). ``--faithfulness`` scores every map by deletion /
+insertion AUC into the manifest and prints a per-method table; ``--sanity`` adds the rank correlation with the maps
 of a copy whose top weighted layer is re-initialised and flags the methods whose maps survive it
 (only that first cascade step: the full cascade, ``sanity_check``, is notebook 06's).
 """
@@ -16,6 +20,7 @@ of a copy whose top weighted layer is re-initialised and flags the methods whose
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..viz.attributions import ALL_METHODS
 from ..viz.cam import METHODS as CAM_METHODS
@@ -58,15 +63,22 @@ def register(subparsers) -> None:
                    help="Score-CAM uses the K highest-variance channels (0 = all; default 256)")
     p.add_argument("--channels", type=int, default=8, metavar="N",
                    help="per-channel activation PNGs per layer (default 8, plus the 8 most active)")
-    p.add_argument("--per-map-scale", action="store_true",
-                   help="stretch each class's map to its own maximum (default: one shared scale per method, "
-                        "so a class with little evidence stays dark)")
+    p.add_argument("--scale", choices=("weighted", "shared", "per_map"), default=None,
+                   help="brightness of per-class maps: weighted (default, evidence x probability: a map is bright "
+                        "where the class has evidence and probability), shared (raw evidence on one scale, "
+                        "whatever the probability) or per_map (each map stretched to its own maximum)")
+    p.add_argument("--per-map-scale", action="store_true", help="the same as --scale per_map")
     p.add_argument("--faithfulness", action="store_true",
                    help="score every map by deletion / insertion AUC (RISE) into the manifest; print a table")
     p.add_argument("--faithfulness-steps", type=int, default=32, metavar="K",
                    help="points per deletion / insertion curve (default 32: 2 forward passes of 32 images a map)")
     p.add_argument("--baseline", choices=("blur", "grey", "black"), default="blur",
                    help="what deleted / not yet inserted pixels become (default blur)")
+    p.add_argument("--ig-steps", type=int, default=None, metavar="S",
+                   help="Integrated Gradients path steps (default 64); raise them when the completeness warning "
+                        "fires")
+    p.add_argument("--ig-baseline", choices=("black", "grey", "blur"), default=None,
+                   help="Integrated Gradients baseline (default: compute_attribution's); blur needs fewer steps")
     p.add_argument("--sanity", action="store_true",
                    help="also randomise the model's top layer (on a copy) and flag methods whose maps survive "
                         "(rank correlation > 0.5); about twice the maps' cost again: fine on small models")
@@ -89,6 +101,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CommandError("--score-cam-channels and --channels", "must be >= 0")
     if args.faithfulness_steps < 2:
         raise CommandError("--faithfulness-steps", "must be at least 2")
+    if args.ig_steps is not None and args.ig_steps < 1:
+        raise CommandError("--ig-steps", "must be at least 1")
+    if args.per_map_scale and args.scale not in (None, "per_map"):
+        raise CommandError("--per-map-scale", f"contradicts --scale {args.scale}")
     if args.image is not None:
         from ..images import ImageError
         from ..inputs import check_input_file
@@ -129,8 +145,9 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
             channels=args.channels, jit_compile=args.gpu,
             progress=False if quiet else None,
             log=(lambda line: None) if quiet else None,
-            scale="per_map" if args.per_map_scale else "shared", faithfulness=args.faithfulness or args.sanity,
+            scale=_scale(args), faithfulness=args.faithfulness or args.sanity,
             sanity=args.sanity, faithfulness_steps=args.faithfulness_steps, baseline=args.baseline,
+            ig_steps=args.ig_steps, ig_baseline=args.ig_baseline,
         )
     except ImageError as exc:
         raise from_exception(exc, args.image or "the sample image", code=FAILED) from None
@@ -146,12 +163,26 @@ def _cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def _print_faithfulness(manifest_path) -> None:
+    """The faithfulness table (stdout) and a warning per Integrated Gradients map whose
+    completeness error is above the tolerance (stderr)."""
+    from ..viz.attributions import completeness_warning
     from ..viz.outputs import read_manifest
     from ..viz.report import faithfulness_table
 
-    table = faithfulness_table(read_manifest(manifest_path.parent))
+    manifest = read_manifest(manifest_path.parent)
+    for entry in manifest.get("cams", ()):
+        if "completeness_error" in entry:
+            line = completeness_warning(entry["completeness_error"], entry["score_difference"],
+                                        what=f"{entry['method']} of {entry['class_name']}")
+            if line:
+                print(f"warning: {line}", file=sys.stderr)
+    table = faithfulness_table(manifest)
     if table:
         print(table)
+
+
+def _scale(args) -> str:
+    return "per_map" if args.per_map_scale else args.scale or "weighted"
 
 
 def _parts(only):

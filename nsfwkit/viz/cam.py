@@ -309,30 +309,24 @@ def score_cam(
 
 def cam_per_class(
     model, image, *, method: str = "grad_cam", layer=None, classes: Sequence[int] | None = None,
-    max_channels: int | None = None, scale: str = "shared",
+    max_channels: int | None = None, scale: str = "weighted",
 ) -> np.ndarray:
     """One map per class for one image: ``float32`` ``(C, H, W)`` in ``[0, 1]``.
+
+    The ``maps`` of :func:`nsfwkit.viz.classmaps.class_maps` (which adds raw maps and captions).
 
     Args:
         image: ``(H, W, C)`` raw 0-255.
         classes: class indices to explain (default: all of the model's classes).
-        scale: ``"shared"`` (default): every map divided by one common maximum over the classes,
-            so a class with little evidence stays dark; ``"per_map"``: each map divided by its
-            own maximum (brightness not comparable across classes).
-            :func:`nsfwkit.viz.classmaps.class_maps` adds raw maps and captions.
+        scale: ``"weighted"`` (default, evidence × probability: each raw map times its class's
+            probability, over the largest such peak), ``"shared"`` (every raw map divided by one
+            common maximum: raw logit evidence, whatever the probability) or ``"per_map"`` (each
+            map divided by its own maximum; brightness not comparable across classes).
     """
-    if scale not in ("shared", "per_map"):
-        raise ValueError(f"scale must be 'shared' or 'per_map', got {scale!r}")
+    from .classmaps import class_maps
+
     arr = np.asarray(image)
-    if arr.ndim == 4:
-        if arr.shape[0] != 1:
-            raise ValueError("cam_per_class takes one image")
-        arr = arr[0]
-    count = int(model.outputs[0].shape[-1])
-    classes = list(range(count)) if classes is None else [int(c) for c in classes]
-    batch = np.repeat(arr[None], len(classes), axis=0)
-    result = compute_cam(model, batch, method=method, class_index=classes, layer=layer, max_channels=max_channels)
-    if scale == "per_map":
-        return result.maps
-    peak = float(result.raw.max())
-    return np.clip(result.raw / (peak if peak > 0 else 1.0), 0.0, 1.0).astype(np.float32)
+    if arr.ndim == 4 and arr.shape[0] != 1:
+        raise ValueError("cam_per_class takes one image")
+    options = {} if max_channels is None else {"max_channels": max_channels}
+    return class_maps(model, arr, method=method, layer=layer, classes=classes, scale=scale, **options).maps

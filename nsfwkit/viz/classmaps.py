@@ -1,11 +1,22 @@
 """One map per class for one image, on a scale that does not mislead.
 
 Normalising each class's map to its own maximum makes a class the model gives p = 0.00 look as
-hot as the top class. :func:`class_maps` therefore divides every class's raw map (the method's
-own units: ``relu`` of the weighted activations for a CAM, gradient magnitude for pixel
-methods) by **one common maximum** across the classes by default (``scale="shared"``), so a
-class with little evidence is dark; ``scale="per_map"`` gives the per-map stretch, labelled as
-such. Every map gets a caption with the class probability and the raw range, and a map that is
+hot as the top class. Dividing every class's raw map (the method's own units: ``relu`` of the
+weighted activations for a CAM, gradient magnitude for pixel methods) by one common maximum
+does not fix that on its own: raw maps are in logit-evidence units, and a class can gather more
+positive evidence than the top class and still lose the softmax (on the sample cat, Porn at
+p = 0.063 outshines Neutral at p = 0.94 on that scale). :func:`class_maps` therefore offers
+three scales, each labelled in :attr:`ClassMaps.scale_label`:
+
+* ``"weighted"`` (default, "evidence × probability"): map ``c`` is
+  ``raw_c * p_c / max_k(p_k * peak_k)`` (``peak_k`` the raw maximum of class ``k``), so a map is
+  bright only where the class has evidence *and* the model gives it probability; the brightest
+  pixel of all the maps is 1.
+* ``"shared"`` ("raw shared scale"): every raw map divided by one common maximum, the largest
+  ``peak_k``: brightness compares raw evidence across classes, whatever their probability.
+* ``"per_map"``: each map stretched to its own maximum (brightness not comparable across classes).
+
+Every map gets a caption with the class probability and the raw range, and a map that is
 empty (raw maximum 0, or below :data:`EMPTY_FRACTION` of the largest class's) says why.
 """
 
@@ -19,10 +30,12 @@ import numpy as np
 from .attributions import PIXEL_METHODS, explain
 from .layers import last_conv_layer, layer_path
 
-__all__ = ["EMPTY_FRACTION", "SCALES", "ClassMaps", "class_maps", "plot_class_maps"]
+__all__ = ["EMPTY_FRACTION", "SCALES", "SCALE_NAMES", "ClassMaps", "class_maps", "plot_class_maps"]
 
-#: The two scales.
-SCALES = ("shared", "per_map")
+#: The scales, the default first.
+SCALES = ("weighted", "shared", "per_map")
+#: How each scale is named in captions and manifests.
+SCALE_NAMES = {"weighted": "evidence × probability", "shared": "raw shared scale", "per_map": "per-map scale"}
 #: A map whose raw maximum is at most this fraction of the largest class's counts as empty.
 EMPTY_FRACTION = 1e-3
 
@@ -34,14 +47,17 @@ class ClassMaps:
     Attributes:
         maps: ``float32`` ``(C, H, W)`` in ``[0, 1]`` on ``scale``.
         raw: ``float32`` ``(C, H, W)`` >= 0, the maps before scaling.
-        scale: ``"shared"`` or ``"per_map"``.
-        divisor: ``(C,)`` what each raw map was divided by (one value repeated when shared).
+        scale: one of :data:`SCALES`.
+        divisor: ``(C,)`` what each raw map was divided by (one value repeated when ``"shared"``;
+            ``max_k(p_k * peak_k) / p_c`` when ``"weighted"``, ``inf`` for a class with ``p_c = 0``).
         class_index: ``int`` ``(C,)`` the classes.
         probabilities: ``float32`` ``(C,)`` the image's probability of each of those classes.
         empty: ``bool`` ``(C,)`` maps with (next to) no positive evidence.
         captions: one line per map: class, probability, raw range, and why a map is empty.
         method: the method.
         layer: its layer (``"input"`` for pixel methods).
+        completeness_error, score_difference: ``integrated_gradients`` only, ``float64`` ``(C,)``
+            (:class:`~nsfwkit.viz.attributions.AttributionResult`); None for the other methods.
     """
 
     maps: np.ndarray
@@ -54,12 +70,20 @@ class ClassMaps:
     captions: tuple[str, ...]
     method: str
     layer: str
+    completeness_error: np.ndarray | None = None
+    score_difference: np.ndarray | None = None
 
     @property
     def scale_label(self) -> str:
         """How to read the brightness (for a figure's title)."""
+        if self.scale == "weighted":
+            likely = self.probabilities > 0
+            top = float((self.divisor[likely] * self.probabilities[likely]).max()) if likely.any() else 1.0
+            return (f"evidence × probability: raw × p / {top:.3g} "
+                    "(a dark map = little evidence or a low probability)")
         if self.scale == "shared":
-            return f"shared scale: raw / {float(self.divisor.max()):.3g} for every class (a dark map = little evidence)"
+            return (f"raw shared scale: raw / {float(self.divisor.max()):.3g} for every class "
+                    "(evidence in logit units, whatever the class's probability)")
         return "per-map scale: each map stretched to its own maximum (brightness not comparable across classes)"
 
 
@@ -71,6 +95,20 @@ def _why_empty(method: str, layer: str, last: str | None) -> str:
     return f"empty: no positive evidence for this class at {layer}"
 
 
+def _divisors(scale: str, peaks: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """What each class's raw map is divided by on ``scale`` (see the module docstring)."""
+    if scale == "per_map":
+        return np.where(peaks > 0, peaks, 1.0)
+    if scale == "shared":
+        top = float(peaks.max())
+        return np.full(peaks.shape, top if top > 0 else 1.0)
+    top = float((probs * peaks).max())
+    if top <= 0:
+        return np.ones(peaks.shape)
+    with np.errstate(divide="ignore"):
+        return np.where(probs > 0, top / np.where(probs > 0, probs, 1.0), np.inf)
+
+
 def class_maps(
     model,
     image,
@@ -78,7 +116,7 @@ def class_maps(
     method: str = "grad_cam",
     layer=None,
     classes: Sequence[int] | None = None,
-    scale: str = "shared",
+    scale: str = "weighted",
     class_names: Sequence[str] | None = None,
     **options,
 ) -> ClassMaps:
@@ -90,7 +128,8 @@ def class_maps(
         method: any of :data:`~nsfwkit.viz.attributions.ALL_METHODS`.
         layer: for CAMs and ``layer_cam`` (default the last conv-like layer).
         classes: class indices (default all).
-        scale: ``"shared"`` (default) or ``"per_map"``.
+        scale: ``"weighted"`` (default, evidence × probability), ``"shared"`` (raw shared scale)
+            or ``"per_map"``; see the module docstring.
         class_names: names for the captions (default ``class_<i>``).
         **options: passed to the method (e.g. ``max_channels`` for Score-CAM).
 
@@ -114,10 +153,10 @@ def class_maps(
     raw = np.asarray(result.raw, np.float32)
     peaks = raw.reshape(len(classes), -1).max(axis=1).astype(np.float64)
     top = float(peaks.max())
-    divisor = np.full(len(classes), top if top > 0 else 1.0) if scale == "shared" else np.where(peaks > 0, peaks, 1.0)
+    probs = result.probabilities[np.arange(len(classes)), classes].astype(np.float32)
+    divisor = _divisors(scale, peaks, probs.astype(np.float64))
     maps = np.clip(raw / divisor[:, None, None], 0.0, 1.0).astype(np.float32)
     empty = peaks <= EMPTY_FRACTION * top if top > 0 else np.ones(len(classes), bool)
-    probs = result.probabilities[np.arange(len(classes)), classes].astype(np.float32)
     last = None if method in PIXEL_METHODS else last_conv_layer(model)
     captions = []
     for i, c in enumerate(classes):
@@ -129,7 +168,9 @@ def class_maps(
         captions.append(text)
     return ClassMaps(maps=maps, raw=raw, scale=scale, divisor=divisor.astype(np.float32),
                      class_index=np.asarray(classes, np.int64), probabilities=probs, empty=np.asarray(empty),
-                     captions=tuple(captions), method=method, layer=result.layer)
+                     captions=tuple(captions), method=method, layer=result.layer,
+                     completeness_error=getattr(result, "completeness_error", None),
+                     score_difference=getattr(result, "score_difference", None))
 
 
 def plot_class_maps(image: np.ndarray, result: ClassMaps, *, alpha: float = 0.6):

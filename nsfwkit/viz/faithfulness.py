@@ -59,6 +59,7 @@ __all__ = [
     "deletion_insertion",
     "faithfulness",
     "pixel_ranks",
+    "plot_data_randomization",
     "plot_faithfulness",
     "plot_sanity",
     "randomized_copy",
@@ -690,4 +691,40 @@ def plot_sanity(result: SanityResult, *, index: int = 0, image: np.ndarray | Non
         ax.set_yticks([])
     fig.suptitle(f"cascading randomisation (top layers first); flagged if mean rho > {result.threshold:g} "
                  f"after step {result.flag_step + 1}", fontsize=9)
+    return fig
+
+
+def plot_data_randomization(result: DataRandomizationResult, *, index: int = 0, image: np.ndarray | None = None):
+    """Adebayo's data-randomisation figure: rows = methods, columns = the map of the model trained
+    on the true labels, then of the one trained on permuted labels (titled with their rank
+    correlation); both training accuracies in the title; a flagged method's row label says so.
+
+    Args:
+        result: from :func:`data_randomization_check`.
+        index: which image's maps to show.
+        image: that image ``(H, W, 3)`` 0-255, drawn as an extra first column.
+    """
+    from .plot import DEFAULT_COLORMAP, _figure
+
+    extra = 1 if image is not None else 0
+    rows = len(result.methods)
+    fig = _figure(1.6 * (extra + 2) + 0.8, 1.6 * rows + 0.8)
+    axes = fig.subplots(rows, extra + 2, squeeze=False)
+    for r, name in enumerate(result.methods):
+        if image is not None:
+            axes[r, 0].imshow(np.clip(np.rint(np.asarray(image, np.float32)), 0, 255).astype(np.uint8))
+        axes[r, extra].imshow(result.maps_true[r, index], cmap=DEFAULT_COLORMAP, vmin=0, vmax=1)
+        axes[r, extra].set_title("true labels", fontsize=7)
+        axes[r, extra + 1].imshow(result.maps_random[r, index], cmap=DEFAULT_COLORMAP, vmin=0, vmax=1)
+        axes[r, extra + 1].set_title(f"random labels, rho {result.rank_correlation[r, index]:.2f}", fontsize=7)
+        flagged = name in result.flagged
+        label = name + ("\n(flagged: survives)" if flagged else "")
+        axes[r, 0].text(-0.1, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=8, color="firebrick" if flagged else "black")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"data randomisation: training accuracy {result.accuracy_true:.2f} (true labels), "
+                 f"{result.accuracy_random:.2f} (random labels); flagged if mean rho > {result.threshold:g}",
+                 fontsize=9)
     return fig

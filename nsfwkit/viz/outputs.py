@@ -60,10 +60,14 @@ to the manifest's folder; numbers are plain JSON floats; ``created`` is ISO-8601
          "probability": 0.936,
          "heatmap": "cam_grad_cam_Neutral.png",           # colour-mapped map at the image size
          "overlay": "cam_grad_cam_Neutral_overlay.png",   # map blended over the image
-         "caption": "Neutral p=0.94, raw [0, 3.1]; shared scale",  # what the map's brightness means
-         "scale": "shared",            # "shared": one divisor for every class of the method; or "per_map"
+         "caption": "Neutral p=0.94, raw [0, 3.1]; evidence × probability",  # what the brightness means
+         "scale": "weighted",          # "weighted" (raw x p / max_k p_k peak_k), "shared" (raw / one max), "per_map"
          "raw_min": 0.0, "raw_max": 3.1,   # the map before scaling (the method's own units)
          "empty": false,               # (next to) no positive evidence; the caption says why
+         "completeness_error": 0.05,   # integrated_gradients only: sum(attributions) - score_difference
+         "score_difference": 3.1,      # integrated_gradients only: logit_c(image) - logit_c(baseline)
+         "relative_completeness_error": 0.016,  # IG only: |error| / |difference| (null if 0); above
+                                       # 0.05 the CLI and notebook 06 warn: raise steps or use the blur baseline
          "deletion_auc": 0.12,         # only with --faithfulness: lower is better, in [0, 1]
          "insertion_auc": 0.71,        # only with --faithfulness: higher is better, in [0, 1]
          "rank_correlation": 0.08,     # only with --sanity: Spearman rho vs the top-layer-randomised model
@@ -253,7 +257,9 @@ def write_activation(
             (batch of 1), or None.
         cams: :class:`~nsfwkit.viz.cam.CamResult` or :class:`~nsfwkit.viz.classmaps.ClassMaps`
             objects for this image (batch of 1 or one per class); a ``ClassMaps`` adds its
-            caption, scale, raw range and empty flag to each entry.
+            caption, scale, raw range and empty flag to each entry; an Integrated Gradients result
+            (either kind) its ``completeness_error``, ``score_difference`` and
+            ``relative_completeness_error``.
         faithfulness: the ``faithfulness`` block of :func:`nsfwkit.viz.report.faithfulness_scores`;
             its per-map scores are copied into the matching ``cams`` entries too.
         channels: per-channel PNGs for the first ``channels`` channels of each layer.
@@ -345,14 +351,30 @@ def write_activation(
 
 
 def _map_details(result, i: int) -> dict:
-    """Caption, scale, raw range and emptiness of map ``i`` of a ClassMaps (nothing for a CamResult)."""
+    """Caption, scale, raw range and emptiness of map ``i`` of a ClassMaps (none for a CamResult),
+    and Integrated Gradients' completeness check."""
+    details = _completeness(result, i)
     captions = getattr(result, "captions", None)
     if captions is None:
-        return {}
-    label = "shared scale" if result.scale == "shared" else "per-map scale"
+        return details
+    from .classmaps import SCALE_NAMES
+
+    label = SCALE_NAMES[result.scale]
     raw = result.raw[i]
     return {"caption": f"{captions[i]}; {label}", "scale": result.scale, "raw_min": float(raw.min()),
-            "raw_max": float(raw.max()), "empty": bool(result.empty[i])}
+            "raw_max": float(raw.max()), "empty": bool(result.empty[i]), **details}
+
+
+def _completeness(result, i: int) -> dict:
+    """``completeness_error``, ``score_difference`` and their ratio for map ``i`` of an IG result."""
+    error = getattr(result, "completeness_error", None)
+    if error is None:
+        return {}
+    from .attributions import relative_completeness_error
+
+    difference = float(result.score_difference[i])
+    return {"completeness_error": float(error[i]), "score_difference": difference,
+            "relative_completeness_error": float(relative_completeness_error(error[i], difference))}
 
 
 def _map_scores(faithfulness: dict | None, method: str, class_index: int) -> dict:

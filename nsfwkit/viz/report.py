@@ -78,11 +78,13 @@ def visualize(
     jit_compile: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
-    scale: str = "shared",
+    scale: str = "weighted",
     faithfulness: bool = False,
     sanity: bool = False,
     faithfulness_steps: int = 32,
     baseline: str = "blur",
+    ig_steps: int | None = None,
+    ig_baseline: str | None = None,
 ) -> dict[str, Path]:
     """Compute and write filters, activations and CAMs.
 
@@ -104,8 +106,10 @@ def visualize(
         jit_compile: XLA-compile the optimisation and gradient steps.
         progress: text progress bars (:mod:`nsfwkit.progress`; default on, False = off).
         log: called with one line per finished piece of work (default: print to stderr).
-        scale: ``"shared"`` (default: every class's map of a method divided by one common maximum,
-            :func:`nsfwkit.viz.classmaps.class_maps`) or ``"per_map"``; the manifest's captions say which.
+        scale: ``"weighted"`` (default, evidence × probability: each class's raw map times its
+            probability over the largest such peak), ``"shared"`` (raw shared scale: one common
+            maximum per method) or ``"per_map"``; see :func:`nsfwkit.viz.classmaps.class_maps`. The
+            manifest's captions say which.
         faithfulness: score every map by deletion / insertion AUC
             (:func:`nsfwkit.viz.faithfulness.deletion_insertion`: ``faithfulness_steps`` points per
             curve, ``baseline`` for the removed pixels; 2 forward passes of ``faithfulness_steps``
@@ -117,6 +121,9 @@ def visualize(
             and the copy's) plus one model copy: seconds on small models; on the default
             MobileNetV2 with all seven methods (2 busy CPU cores) the maps took 62 s, the scores
             23 s and the sanity check 100 s. The full cascade is notebook 06's.
+        ig_steps, ig_baseline: Integrated Gradients' ``steps`` and ``baseline`` (None = the
+            defaults of :func:`nsfwkit.viz.attributions.compute_attribution`); each IG entry of the
+            manifest records its completeness error (``relative_completeness_error``).
 
     Returns:
         ``{"filters": manifest path, "activation": manifest path}`` for the parts written.
@@ -183,12 +190,13 @@ def visualize(
         cams, scores = [], None
         if "cam" in parts:
             explained = classes if classes is not None else [int(np.argmax(probabilities))]
+            options = _method_options(score_cam_channels, jit_compile, ig_steps=ig_steps, ig_baseline=ig_baseline)
             cams = _class_maps(model, pixels, cam_methods, explained, layer=cam_layer, scale=scale, names=names,
-                               options=_method_options(score_cam_channels, jit_compile), log=log)
+                               options=options, log=log)
             if faithfulness or sanity:
                 scores = faithfulness_scores(
                     model, pixels, cams, layer=cam_layer, steps=faithfulness_steps, baseline=baseline, seed=seed,
-                    sanity=sanity, options=_method_options(score_cam_channels, jit_compile), log=log)
+                    sanity=sanity, options=options, log=log)
         written["activation"] = write_activation(
             out / "activation", model_name=spec.name, image=display_image(picture), class_names=names,
             probabilities=probabilities, image_size=spec.image_size, source=str(source),
@@ -201,10 +209,13 @@ def visualize(
     return written
 
 
-def _method_options(score_cam_channels: int | None, jit_compile: bool) -> dict[str, dict]:
+def _method_options(score_cam_channels: int | None, jit_compile: bool, *, ig_steps: int | None = None,
+                    ig_baseline: str | None = None) -> dict[str, dict]:
     """Per-method keyword arguments of :func:`nsfwkit.viz.attributions.explain`."""
     options = {m: {"jit_compile": jit_compile} for m in ALL_METHODS}
     options["score_cam"]["max_channels"] = score_cam_channels
+    ig = {"steps": ig_steps, "baseline": ig_baseline}
+    options["integrated_gradients"].update({k: v for k, v in ig.items() if v is not None})
     return options
 
 
