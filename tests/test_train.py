@@ -368,7 +368,8 @@ def test_two_workers_on_localhost_follow_one_workers_loss_curve(prepared, tmp_pa
     assert not list((tmp_path / "tmp0").iterdir())
     assert len(list((shared / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert {p.name for p in shared.iterdir()} == {"model.keras", "model.spec.json", "log.csv", "config.json",
-                                                   "checkpoints", "tensorboard", "best.weights.h5"}
+                                                   "checkpoints", "tensorboard", "best.weights.h5",
+                                                   ".nsfwkit.json", ".nsfwkit.lock"}  # the chief owns the folder
     assert (worker_dirs[0] / "log.csv").is_file() and not (worker_dirs[0] / "config.json").exists()
     # the same curve as one worker with the same global batch
     chief, worker, alone = (train.read_state(d)["history"] for d in (shared, worker_dirs[0], tmp_path / "single"))
