@@ -94,16 +94,55 @@ def test_an_older_kits_export_is_recognised_by_content_only(tmp_path):
     old = tmp_path / "old"
     (old / "tfjs" / "float32").mkdir(parents=True)
     (old / "export.json").write_text(json.dumps({k: [] for k in layout._EXPORT_KEYS}))
-    assert layout._legacy_export(old)
+    assert layout._legacy_export(old) == ["export.json", "tfjs"]
     (old / "thesis.txt").write_text("mine")
-    assert not layout._legacy_export(old)                # anything but the layout: not ours
+    (old / "finetuned.keras").write_text("my model")
+    (old / "calibration").mkdir()
+    # only the exact names an older export wrote are the kit's: never the user's files beside them
+    assert layout._legacy_export(old) == ["export.json", "tfjs"]
     # nor may a one-format exporter (TF.js, TFLite, ONNX) replace such a folder wholesale
-    with pytest.raises(FileExistsError, match="thesis.txt"), layout._atomic_dir(old, overwrite=True):
+    with pytest.raises(FileExistsError, match="calibration, finetuned.keras, thesis.txt"), \
+            layout._atomic_dir(old, overwrite=True):
         pass
     assert (old / "thesis.txt").read_text() == "mine"
     (old / "thesis.txt").unlink()
     (old / "export.json").write_text('{"model": "x"}')   # an export.json without the kit's keys
-    assert not layout._legacy_export(old)
+    assert layout._legacy_export(old) is None
+
+
+def test_export_overwrite_of_an_older_kits_export_keeps_the_users_files(tmp_path, tiny_model_file):
+    require_converter()
+    old = tmp_path / "old"
+    (old / "tfjs" / "float32").mkdir(parents=True)
+    (old / "tfjs" / "float32" / "model.json").write_text("{}")
+    (old / "export.json").write_text(json.dumps({k: [] for k in layout._EXPORT_KEYS}))
+    (old / "calibration").mkdir()
+    (old / "calibration" / "mycal.jpg").write_bytes(b"\xff\xd8 mine")
+    (old / "finetuned.keras").write_bytes(b"my finetuned model")
+    mine = {k: v for k, v in _snapshot(old).items() if k.startswith(("calibration", "finetuned"))}
+    argv = ["export", str(tiny_model_file), "--out", str(old), "--quantize", "none", "--no-nsfwjs",
+            "--overwrite", "-q", "--precision-plan", "none"]
+    assert cli.main(argv) == 0
+    after = _snapshot(old)
+    assert {k: after.get(k) for k in mine} == mine
+    assert json.loads((old / "export.json").read_text())["model"] == tiny_spec().name
+    assert set(fileio.owned_entries(old)) == {"export.json", "saved_model", "spec.json", "tfjs"}
+
+
+def test_single_format_export_never_deletes_a_users_file_and_is_locked(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.json").write_text('{"userDefinedMetadata": {"nsfwkit": {}}}')
+    (folder / "finetuned.keras").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="finetuned.keras"), layout._atomic_dir(folder, overwrite=True):
+        pass
+    assert (folder / "finetuned.keras").read_bytes() == b"mine"
+    (folder / "finetuned.keras").unlink()
+    with layout._atomic_dir(folder, overwrite=True) as stage:
+        (stage / "model.json").write_text("{}")
+        with pytest.raises(fileio.FolderBusyError), fileio.folder_lock(folder):
+            pass
+    assert (folder / "model.json").read_text() == "{}"
 
 
 def test_older_kits_run_and_prepare_folders_are_recognised_by_content(prepared, tmp_path):
