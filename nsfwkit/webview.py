@@ -191,8 +191,9 @@ def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
 
 
 def _copy_tree(src: Path, dest: Path) -> None:
-    """Copy a folder's files (content only: modes come from the umask, not the source)."""
-    shutil.copytree(src, dest, copy_function=shutil.copyfile)
+    """Copy a folder's files (content only: modes come from the umask, not the source; not the
+    source's ownership marker and lock: the site's gallery is the site's)."""
+    shutil.copytree(src, dest, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns(OWNER_MARKER, LOCK_FILE))
 
 
 def _is_site(out: Path) -> bool:
