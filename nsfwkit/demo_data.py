@@ -19,13 +19,15 @@ bytes) and takes well under a second per hundred images.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from . import fileio
 from .fileio import write_bytes
 
 __all__ = ["DEMO_CLASSES", "BINARY_CLASSES", "make_demo_dataset", "demo_image", "near_copy_chain", "FAULTS"]
@@ -238,7 +240,7 @@ Deliberate faults (the validation step should report them):
 """
 
 
-def make_demo_dataset(  # noqa: C901 (one flat recipe of planted faults, read top to bottom)
+def make_demo_dataset(
     folder: str | os.PathLike,
     *,
     per_class: int = 40,
@@ -261,10 +263,11 @@ def make_demo_dataset(  # noqa: C901 (one flat recipe of planted faults, read to
         faults: add the broken, mislabelled and duplicate files listed in :data:`FAULTS` (those
             whose class is present).
         min_size, max_size: image sides are drawn from this range (images are not square).
-        overwrite: when ``folder`` holds a demo dataset written with other arguments, remove it
-            and write the new one (only if it carries the demo marker file, so a user folder is
-            never deleted). Without it, that case raises ``FileExistsError`` (files you added
-            there are never lost).
+        overwrite: when ``folder`` holds a demo dataset written with other arguments, delete
+            the files that earlier call generated (recorded in ``.nsfwkit-demo``) and write the new
+            ones; files you added there (and the folders holding them) stay. Without it, that case
+            raises ``FileExistsError``. The folder is the kit's (:data:`nsfwkit.fileio.OWNER_MARKER`,
+            kind ``demo``; locked while written); a folder holding anything else is refused.
 
     Returns:
         The dataset root.
@@ -278,21 +281,42 @@ def make_demo_dataset(  # noqa: C901 (one flat recipe of planted faults, read to
     unknown = [c for c in classes if c not in _TEXTURES]
     if unknown:
         raise ValueError(f"unknown demo classes {unknown}; choose from {sorted(_TEXTURES)}")
-    marker = root / ".nsfwkit-demo"
     signature = f"v1 per_class={per_class} classes={','.join(classes)} seed={seed} faults={faults} " \
                 f"sizes={min_size}-{max_size}\n"
-    if marker.is_file():
-        if marker.read_text() == signature and not overwrite:
-            return root
-        if not overwrite:
-            raise FileExistsError(
-                f"{root}: holds a demo dataset written with other arguments "
-                f"({marker.read_text().strip()}); pass overwrite=True (--overwrite) to replace it, "
-                "or choose another folder")
-        shutil.rmtree(root)  # our own previous output (the marker proves it)
-    elif root.exists() and any(root.iterdir()):
+    old_signature, old_files = _recorded(root)
+    if old_signature is None and root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: folder exists and is not an nsfwkit demo dataset")
-    root.mkdir(parents=True, exist_ok=True)
+    if old_signature == signature and not overwrite and fileio.folder_kind(root) == "demo":
+        return root
+    if old_signature is not None and old_signature != signature and not overwrite:
+        raise FileExistsError(
+            f"{root}: holds a demo dataset written with other arguments "
+            f"({old_signature.strip()}); pass overwrite=True (--overwrite) to replace it, "
+            "or choose another folder")
+    options = dict(per_class=per_class, classes=classes, faults=faults)
+    with fileio.owned_folder(root, "demo", legacy=lambda f: (f / _RECORD).is_file()):
+        taken = sorted(set(_names(**options)) - set(old_files))
+        taken = [rel for rel in taken if os.path.lexists(root / rel)]
+        if taken:
+            raise fileio.ForeignFolderError(
+                f"{root}: {', '.join(taken[:3])} was not written by nsfwkit; refusing to replace it: "
+                "move it away or choose another folder")
+        _remove_generated(root, old_files)  # only what an earlier call generated: a file you added stays
+        files: list[str] = []
+
+        def write(path: Path, data: bytes) -> None:
+            _write(path, data)
+            files.append(path.relative_to(root).as_posix())
+
+        _generate(root, seed=seed, min_size=min_size, max_size=max_size, write=write, **options)
+        fileio.write_json(root / _RECORD, {"signature": signature, "files": files})
+    return root
+
+
+def _generate(  # noqa: C901 (one flat recipe of planted faults, read top to bottom)
+        root: Path, *, per_class: int, classes: tuple[str, ...], seed: int, faults: bool, min_size: int,
+        max_size: int, write) -> None:
+    """Write the demo images, planted faults and README.txt under ``root`` through ``write(path, data)``."""
     formats = ("JPEG", "JPEG", "JPEG", "PNG", "WEBP")
     ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
     first: dict[str, tuple[np.ndarray, bytes]] = {}
@@ -305,7 +329,7 @@ def make_demo_dataset(  # noqa: C901 (one flat recipe of planted faults, read to
             fmt = formats[i % len(formats)]
             data = _encode(img, fmt)
             sub = "set_a" if i % 2 == 0 else "set_b/nested"
-            _write(root / name / sub / f"{name}_{i:04d}{ext[fmt]}", data)
+            write(root / name / sub / f"{name}_{i:04d}{ext[fmt]}", data)
             if i < 4 and fmt == "JPEG":
                 first.setdefault(f"{name}_{i:04d}", (img, data))
     # each fault copies a different source image, so the three kinds of duplicate (exact, near,
@@ -315,40 +339,90 @@ def make_demo_dataset(  # noqa: C901 (one flat recipe of planted faults, read to
         for rel, what in FAULTS.items():
             cls = rel.split("/")[0]
             if rel == "notes.txt":
-                _write(root / rel, b"Scraped 2024-01-01; see README.txt\n")
+                write(root / rel, b"Scraped 2024-01-01; see README.txt\n")
             elif cls not in classes:
                 continue
             elif rel.endswith("empty.jpg"):
-                _write(root / rel, b"")
+                write(root / rel, b"")
             elif rel.endswith("truncated.jpg"):
                 data = first.get(f"{cls}_0000", next(iter(first.values())))[1]
-                _write(root / rel, data[: len(data) // 2])
+                write(root / rel, data[: len(data) // 2])
             elif rel.endswith("error_page.jpg"):
-                _write(root / rel, b"<!DOCTYPE html><html><head><title>404 Not Found</title>"
+                write(root / rel, b"<!DOCTYPE html><html><head><title>404 Not Found</title>"
                                    b"</head><body>Not Found</body></html>\n")
             elif "mislabelled" in rel:
                 img = demo_image(_TEXTURES[cls], size=(120, 100), seed=seed + 991)
-                _write(root / rel, _encode(img, "JPEG"))
+                write(root / rel, _encode(img, "JPEG"))
             elif "copy_of" in rel:
                 if f"{cls}_0001" not in first:
                     continue
-                _write(root / rel, first[f"{cls}_0001"][1])
+                write(root / rel, first[f"{cls}_0001"][1])
             elif "resaved" in rel:
 
                 if f"{cls}_0002" not in first:
                     continue
                 img, data = first[f"{cls}_0002"]
-                _write(root / rel, _near_copy(img, data))
+                write(root / rel, _near_copy(img, data))
             elif "also_neutral" in rel:
                 if "neutral_0000" not in first:
                     continue
-                _write(root / rel, first["neutral_0000"][1])
+                write(root / rel, first["neutral_0000"][1])
             else:  # pragma: no cover - FAULTS and this function are kept in step
                 continue
             lines.append(f"  {rel}: {what}")
         text = _README.format(seed=seed, faults="\n".join(lines) or "  (none)")
     else:
         text = _README.format(seed=seed, faults="  (none: faults=False)")
-    _write(root / "README.txt", text.encode())
-    marker.write_text(signature)
-    return root
+    write(root / "README.txt", text.encode())
+
+
+#: The demo dataset's record (older kits: its only marker, holding the signature line): now
+#: ``{"signature": ..., "files": [...]}``, the files a call generated (the ownership marker is
+#: :data:`nsfwkit.fileio.OWNER_MARKER`, kind ``demo``).
+_RECORD = ".nsfwkit-demo"
+
+
+def _recorded(root: Path) -> tuple[str | None, list[str]]:
+    """``(signature, generated files)`` of an earlier demo dataset in ``root``; ``(None, [])`` if none.
+
+    An older kit's record is its signature line alone: the files it generated are worked out from
+    the arguments that line records (the names do not depend on the seed or the sizes)."""
+    try:
+        text = (root / _RECORD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None, []
+    try:
+        data = json.loads(text)
+        return str(data["signature"]), [f for f in data["files"] if isinstance(f, str)]
+    except (ValueError, KeyError, TypeError):
+        fields = dict(part.split("=", 1) for part in text.split()[1:] if "=" in part)
+        try:
+            classes = tuple(c for c in fields["classes"].split(",") if c in _TEXTURES)
+            return text, _names(per_class=int(fields["per_class"]), classes=classes,
+                                faults=fields.get("faults") == "True")
+        except (KeyError, ValueError):
+            return text, []
+
+
+def _names(*, per_class: int, classes: tuple[str, ...], faults: bool) -> list[str]:
+    """The relative paths :func:`make_demo_dataset` writes for these arguments (a dry run on 8-pixel images)."""
+    names: list[str] = []
+    _generate(Path(), per_class=per_class, classes=classes, seed=0, faults=faults, min_size=8, max_size=8,
+              write=lambda path, data: names.append(path.as_posix()))
+    return names
+
+
+def _remove_generated(root: Path, files: list[str]) -> None:
+    """Delete the generated ``files`` (relative paths) of ``root`` and the folders they leave empty."""
+    folders = set()
+    for rel in files:
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            continue
+        path = root / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        folders.update(root.joinpath(*parts[:i]) for i in range(1, len(parts)))
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: a folder holding a file you added stays

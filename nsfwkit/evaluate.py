@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import data as _data
+from . import fileio
 from .fileio import atomic_path, json_safe, write_text
 from .kerasutil import inference_fn
 from .spec import ModelSpec, spec_path_for
@@ -1003,6 +1004,20 @@ def _threshold_decision(report: dict, spec: ModelSpec, spec_path: Path,
     return threshold, met, write_spec, status
 
 
+#: Keys every ``report.json`` of :func:`evaluate_run` has (how an older kit's evaluation folder is known).
+_REPORT_KEYS = frozenset({"model", "target", "test", "threshold"})
+
+
+def _legacy_evaluation(folder: Path) -> bool:
+    """Whether ``folder`` is an evaluation an older kit wrote (before ownership markers): its
+    ``report.json`` has the kit's keys (e.g. a train run's ``evaluation/`` from notebook 02)."""
+    try:
+        data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and _REPORT_KEYS <= set(data)
+
+
 def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
     model_path: str | os.PathLike,
     manifest: str | os.PathLike,
@@ -1049,6 +1064,10 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
         DatasetError: the val or test split is empty, or val lacks NSFW or safe images (no
             threshold can be chosen).
         MissingFilesError: files of the manifest are missing (and not ``skip_missing``).
+        nsfwkit.fileio.ForeignFolderError: ``out_dir`` holds files the kit did not write (it must
+            be new, empty, or an evaluation folder of the kit's: its marker, or an older kit's
+            ``report.json``); nothing is written.
+        nsfwkit.fileio.FolderBusyError: another evaluation is writing into ``out_dir``.
     """
     from . import zoo
 
@@ -1056,64 +1075,64 @@ def evaluate_run(  # noqa: C901 (a sequence of optional report sections)
     out_dir = Path(out_dir)
     model, spec = zoo.load(model_path)
     splits = _Splits.read(manifest, spec, nsfw_classes, skip_missing=skip_missing)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    options = dict(target=target, confidence=confidence)
+    with fileio.owned_folder(out_dir, "evaluate", legacy=_legacy_evaluation):  # refused/busy before any work
+        options = dict(target=target, confidence=confidence)
 
-    def evaluate_pair(m, s):
-        val = _predictions(m, s, splits.val_paths, splits.val_labels, class_names=splits.class_names,
-                           batch_size=batch_size)
-        test = _predictions(m, s, splits.test_paths, splits.test_labels,
-                            class_names=splits.class_names, batch_size=batch_size)
-        return val, test, _val_then_test(val, test, splits, **options)
+        def evaluate_pair(m, s):
+            val = _predictions(m, s, splits.val_paths, splits.val_labels, class_names=splits.class_names,
+                               batch_size=batch_size)
+            test = _predictions(m, s, splits.test_paths, splits.test_labels,
+                                class_names=splits.class_names, batch_size=batch_size)
+            return val, test, _val_then_test(val, test, splits, **options)
 
-    val, test, report = evaluate_pair(model, spec)
-    cal = _calibration_block(spec, val, test)
-    spec_path = spec_path_for(model_path)
-    threshold, met, write_spec, status = _threshold_decision(report, spec, spec_path, update_spec)
-    if met:
-        spec = spec.replace(threshold=float(threshold))
-        if write_spec:
-            spec.save(spec_path)
-    base = evaluate_pair(*zoo.load(baseline)) if baseline else None
-    probe_preds, probe_note = None, ""
-    if probe:
-        try:
-            probe_preds = _probe_predictions(spec, splits, batch_size=batch_size)
-        except (zoo.ModelNotFoundError, OSError, ValueError) as exc:  # e.g. imagenet weights offline
-            probe_note = f"The linear probe was skipped: its backbone could not be loaded ({exc})."
-    probe_report = _val_then_test(*probe_preds, splits, **options) if probe_preds else None
-    summary_path = Path(manifest).parent / "summary.json"
-    dataset = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    full = {"model": str(model_path), "target": target, "confidence": confidence, "split": "test",
-            "test": report, "baseline": base[2] if base else None, "linear_probe": probe_report,
-            "calibration": cal, "threshold": threshold, "threshold_met": met,
-            "spec_updated": write_spec, **({"linear_probe_skipped": probe_note} if probe_note else {}),
-            **({"skipped_missing": list(splits.missing)} if splits.missing else {}),
-            **({"clips_left_out": splits.clips_left_out} if splits.clips_left_out else {})}
-    figures = _figures(test, splits, spec, threshold=threshold, target=target, report=report,
-                       redact_images=redact_images)
-    if base is not None:
-        figures["baseline_roc_pr"] = plot_roc_pr(
-            base[1].labels, base[1].probs, class_names=splits.class_names, nsfw_scores=base[1].scores,
-            nsfw_classes=splits.nsfw,
-            threshold=base[2].get("binary", {}).get("operating_point", {}).get("threshold"),
-            title=f"baseline {baseline} on the test split")
-    files: dict[str, Path] = {}
-    for name, fig in figures.items():
-        path = out_dir / f"{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-        files[name] = path
-    files["report"] = write_text(out_dir / "report.json", json.dumps(json_safe(full), indent=2) + "\n")
-    if write_card:
-        card = model_card(report, spec, baseline=base[2] if base else None, probe=probe_report,
-                          dataset=dataset, notes="\n\n".join(n for n in (probe_note, notes) if n),
-                          threshold_status=status,
-                          calibration=json_safe(cal))
-        files["model_card"] = write_text(out_dir / "model_card.md", card)
-    return EvaluationRun(report=full, files=files, figures=figures, spec=spec,
-                         spec_updated=write_spec, skipped_missing=list(splits.missing),
-                         clips_left_out=splits.clips_left_out)
+        val, test, report = evaluate_pair(model, spec)
+        cal = _calibration_block(spec, val, test)
+        spec_path = spec_path_for(model_path)
+        threshold, met, write_spec, status = _threshold_decision(report, spec, spec_path, update_spec)
+        if met:
+            spec = spec.replace(threshold=float(threshold))
+            if write_spec:
+                spec.save(spec_path)
+        base = evaluate_pair(*zoo.load(baseline)) if baseline else None
+        probe_preds, probe_note = None, ""
+        if probe:
+            try:
+                probe_preds = _probe_predictions(spec, splits, batch_size=batch_size)
+            except (zoo.ModelNotFoundError, OSError, ValueError) as exc:  # e.g. imagenet weights offline
+                probe_note = f"The linear probe was skipped: its backbone could not be loaded ({exc})."
+        probe_report = _val_then_test(*probe_preds, splits, **options) if probe_preds else None
+        summary_path = Path(manifest).parent / "summary.json"
+        dataset = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        full = {"model": str(model_path), "target": target, "confidence": confidence, "split": "test",
+                "test": report, "baseline": base[2] if base else None, "linear_probe": probe_report,
+                "calibration": cal, "threshold": threshold, "threshold_met": met,
+                "spec_updated": write_spec, **({"linear_probe_skipped": probe_note} if probe_note else {}),
+                **({"skipped_missing": list(splits.missing)} if splits.missing else {}),
+                **({"clips_left_out": splits.clips_left_out} if splits.clips_left_out else {})}
+        figures = _figures(test, splits, spec, threshold=threshold, target=target, report=report,
+                           redact_images=redact_images)
+        if base is not None:
+            figures["baseline_roc_pr"] = plot_roc_pr(
+                base[1].labels, base[1].probs, class_names=splits.class_names, nsfw_scores=base[1].scores,
+                nsfw_classes=splits.nsfw,
+                threshold=base[2].get("binary", {}).get("operating_point", {}).get("threshold"),
+                title=f"baseline {baseline} on the test split")
+        files: dict[str, Path] = {}
+        for name, fig in figures.items():
+            path = out_dir / f"{name}.png"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110)
+            files[name] = path
+        files["report"] = write_text(out_dir / "report.json", json.dumps(json_safe(full), indent=2) + "\n")
+        if write_card:
+            card = model_card(report, spec, baseline=base[2] if base else None, probe=probe_report,
+                              dataset=dataset, notes="\n\n".join(n for n in (probe_note, notes) if n),
+                              threshold_status=status,
+                              calibration=json_safe(cal))
+            files["model_card"] = write_text(out_dir / "model_card.md", card)
+        return EvaluationRun(report=full, files=files, figures=figures, spec=spec,
+                             spec_updated=write_spec, skipped_missing=list(splits.missing),
+                             clips_left_out=splits.clips_left_out)
 
 
 def _figures(test: _Predictions, splits: _Splits, spec: ModelSpec, *, threshold, target: str,

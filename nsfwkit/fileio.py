@@ -302,7 +302,7 @@ _STAGE = ".nsfwkit-stage-"
 
 @contextlib.contextmanager
 def replace_owned(folder: str | os.PathLike, kind: str, *, overwrite: bool,
-                  legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+                  legacy: Callable[[Path], Iterable[str] | None] | None = None) -> Iterator[Path]:
     """Write the kit's entries of a ``kind`` folder, replacing only what the kit wrote there before.
 
     ``folder`` is claimed and locked (:func:`owned_folder`); the caller writes into the yielded
@@ -311,17 +311,23 @@ def replace_owned(folder: str | os.PathLike, kind: str, *, overwrite: bool,
     the marker records the new entries; the user's own files in ``folder`` are never touched.
     Without ``overwrite`` a folder holding an earlier result is refused (``FileExistsError``); a
     staged entry whose name is taken by a user's file is refused (:class:`ForeignFolderError`).
-    A folder recognised by ``legacy`` (an older kit's, before markers) counts as all the kit's.
+    ``legacy(folder)`` recognises a folder an older kit wrote (before markers) and returns the
+    exact names the older kit wrote there (or ``None``/empty: not such a folder): only those
+    count as the kit's; every other entry of that folder is the user's and stays.
     """
     found: list[str] = []
 
     def _legacy(path: Path) -> bool:
-        if legacy is None or not legacy(path):
-            return False
-        found.extend(p.name for p in path.iterdir() if _plain_name(p.name))
-        return True
+        names = legacy(path) if legacy is not None else None
+        if isinstance(names, (bool, str)):
+            raise TypeError("legacy must return the older kit's entry names, not a bool or a str")
+        names = list(names or ())
+        found.extend(n for n in dict.fromkeys(names) if _plain_name(n) and os.path.lexists(path / n))
+        return bool(names)
 
     with owned_folder(folder, kind, legacy=_legacy) as folder:
+        if found:  # recorded at once: an interrupted first run still knows which entries are the kit's
+            _mark(folder, kind, found)
         old = [n for n in (found or owned_entries(folder)) if os.path.lexists(folder / n)]
         if old and not overwrite:
             raise FileExistsError(f"{folder}: exists and holds an earlier nsfwkit {kind} ({', '.join(old[:4])}); "

@@ -39,6 +39,10 @@ PROGRESS_FILE = "progress.json"
 #: The ownership kind of a results folder (:func:`nsfwkit.fileio.claim_folder`).
 KIND = "classify"
 _SHARD = re.compile(r"part-(\d{6})\.parquet")
+#: The temporary name of a shard being written (:func:`nsfwkit.fileio.atomic_path`): a crash's debris.
+_SHARD_TMP = re.compile(r"\.part-\d{6}\.tmp\d+-\d+\.parquet")
+#: The Parquet schema metadata every shard the kit writes carries (how an unrecorded shard is known as the kit's).
+_SHARD_META = {b"nsfwkit": b"classify-shard/1"}
 _FRAME_COLUMNS = (("frames", "int64"), ("frame", "int64"), ("time", "float64"), ("nsfw_mean", "float64"),
                   ("truncated", "string"))
 
@@ -91,7 +95,7 @@ def _schema(class_names: Sequence[str]):
               ("top", pa.string()), ("nsfw", pa.float64()), ("flagged", pa.bool_()), ("error", pa.string())]
     fields += [(name, getattr(pa, "float64" if kind == "float64" else kind)()) for name, kind in _FRAME_COLUMNS]
     fields += [(f"prob_{c}", pa.float64()) for c in class_names]
-    return pa.schema(fields)
+    return pa.schema(fields, metadata=_SHARD_META)
 
 
 def _row(result, key: dict, class_names: Sequence[str]) -> dict[str, Any]:
@@ -194,13 +198,29 @@ def _check_shards(folder: Path, record: dict) -> list[str]:
         else:
             problems.append(f"{folder / entry['name']}: {problem}; its inputs are classified again")
     recorded = {e["name"] for e in good}
-    stale = [p.name for p in folder.iterdir() if (_SHARD.fullmatch(p.name) and p.name not in recorded)
-             or (p.name.startswith(".part-") and ".tmp" in p.name)]
+    unrecorded = [p for p in folder.iterdir() if _SHARD.fullmatch(p.name) and p.name not in recorded]
+    kept = [p.name for p in unrecorded if not _kit_shard(p)]
+    problems += [f"{folder / name}: not a shard nsfwkit recorded or wrote (no nsfwkit shard metadata); "
+                 "left as it is" for name in kept]
+    stale = [p.name for p in unrecorded if p.name not in kept]
+    stale += [p.name for p in folder.iterdir() if _SHARD_TMP.fullmatch(p.name)]
     fileio.remove_owned(folder, KIND, stale)
-    numbers = [int(_SHARD.fullmatch(n).group(1)) for n in stale if _SHARD.fullmatch(n)]
+    numbers = [int(_SHARD.fullmatch(p.name).group(1)) for p in unrecorded]  # the kept ones' names stay taken
     record["next"] = max([record.get("next", 1), *(n + 1 for n in numbers)])
     record["shards"] = good
     return problems
+
+
+def _kit_shard(path: Path) -> bool:
+    """Whether ``path`` is a Parquet shard the kit wrote (its schema metadata), e.g. one a crash left
+    unrecorded; a user's file that merely has a shard's name is not."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        metadata = _pa().parquet.read_schema(path).metadata or {}
+    except Exception:  # noqa: BLE001 - any reader failure: not a shard of ours
+        return False
+    return all(metadata.get(k) == v for k, v in _SHARD_META.items())
 
 
 def _settings_problem(old: dict, new: dict) -> str | None:
@@ -277,9 +297,9 @@ def results_open(folder: str | os.PathLike, settings: dict, files: Iterable[str 
     Raises:
         nsfwkit.fileio.ForeignFolderError: the folder holds files the kit did not write.
         nsfwkit.fileio.FolderBusyError: another process is writing into it.
+        nsfwkit.fileio.UnwritableFolderError: the folder cannot be created or written.
     """
-    folder = fileio.claim_folder(folder, KIND)
-    with fileio.folder_lock(folder):
+    with fileio.owned_folder(folder, KIND) as folder:  # unwritable: UnwritableFolderError, before any work
         record = _load_record(folder) or {"format": 1, "settings": settings, "shards": [], "next": 1}
         problem = _settings_problem(record["settings"], settings)
         if problem:

@@ -191,12 +191,23 @@ def find_galleries(*roots: str | os.PathLike) -> dict[str, Path]:
 
 
 def _copy_tree(src: Path, dest: Path) -> None:
-    """Copy a folder's files (content only: modes come from the umask, not the source)."""
-    shutil.copytree(src, dest, copy_function=shutil.copyfile)
+    """Copy a folder's files (content only: modes come from the umask, not the source; not the
+    source's ownership marker and lock: the site's gallery is the site's)."""
+    shutil.copytree(src, dest, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns(OWNER_MARKER, LOCK_FILE))
 
 
 def _is_site(out: Path) -> bool:
     return folder_kind(out) == "site" or (out / LEGACY_MARKER).is_file()
+
+
+def _legacy_site(out: Path) -> list[str] | None:
+    """The entries an older kit's build (its :data:`LEGACY_MARKER`, no ownership marker) wrote in
+    ``out``, exactly: the page, ``site.json``, ``vendor/``, ``model/``, the gallery folders and the
+    old marker. Anything else there is the user's and stays; ``None``: not such a build."""
+    if not (out / LEGACY_MARKER).is_file():
+        return None
+    return [*PAGE_FILES, "site.json", "vendor", "model", *(Path(g).parent.name for g in GALLERIES.values()),
+            LEGACY_MARKER]
 
 
 def _check_site_folder(out: Path) -> None:
@@ -272,7 +283,7 @@ def build(
         found.update(_galleries_in(paths.dist_dir()))
 
     mode = fileio.public_mode()
-    with fileio.replace_owned(out, "site", overwrite=True, legacy=lambda f: (f / LEGACY_MARKER).is_file()) as stage:
+    with fileio.replace_owned(out, "site", overwrite=True, legacy=_legacy_site) as stage:
         (stage / "vendor").mkdir()
         for name, src in vendor.items():
             shutil.copyfile(src, stage / "vendor" / name)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nsfwkit import data, demo_data
+from nsfwkit import data, demo_data, fileio
 
 from data_helpers import encode, tiny_dataset, write_image
 
@@ -74,8 +74,25 @@ def test_demo_dataset_with_other_arguments_needs_overwrite(tmp_path):
         demo_data.make_demo_dataset(root, per_class=3, seed=1)
     assert added.read_bytes() == b"mine"  # nothing deleted without overwrite
     demo_data.make_demo_dataset(root, per_class=3, seed=1, overwrite=True)
-    assert not added.exists()
+    assert added.read_bytes() == b"mine"  # --overwrite deletes only what the kit generated
     assert (root / "neutral" / "set_a" / "neutral_0002.jpg").is_file()
+    assert fileio.folder_kind(root) == "demo"
+
+
+def test_demo_overwrite_of_an_older_kits_dataset_keeps_the_users_files(tmp_path):
+    root = demo_data.make_demo_dataset(tmp_path / "demo", per_class=3, classes=("neutral", "porn"), seed=1)
+    (root / fileio.OWNER_MARKER).unlink()       # as an older kit left it: its signature line only
+    (root / ".nsfwkit-demo").write_text("v1 per_class=3 classes=neutral,porn seed=1 faults=True sizes=96-160\n")
+    (root / "porn" / "mine").mkdir()
+    (root / "porn" / "mine" / "a.jpg").write_bytes(b"mine")
+    (root / "neutral" / "set_b" / "nested" / "keep.txt").write_text("mine")
+    demo_data.make_demo_dataset(root, per_class=1, classes=("neutral",), seed=2, faults=False, overwrite=True)
+    assert (root / "porn" / "mine" / "a.jpg").read_bytes() == b"mine"
+    assert (root / "neutral" / "set_b" / "nested" / "keep.txt").read_text() == "mine"
+    assert not (root / "porn" / "set_a").exists() and not (root / "notes.txt").exists()
+    assert not (root / "neutral" / "set_b" / "nested" / "neutral_0001.jpg").exists()
+    assert sorted(p.name for p in (root / "neutral" / "set_a").iterdir()) == ["neutral_0000.jpg"]
+    assert fileio.folder_kind(root) == "demo"
 
 
 def test_prepare_demo_dataset_finds_every_planted_fault(tmp_path):

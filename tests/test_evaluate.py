@@ -269,3 +269,31 @@ def test_predict_traces_the_model_once_for_repeated_calls(tmp_path):
     expected = model.predict(np.stack([np.full((8, 8, 3), v, np.float32) for v in (0, 100, 200)]), verbose=0)
     np.testing.assert_allclose(first[:3], expected, rtol=1e-5)
     assert np.isnan(first[3]).all()
+
+
+def test_evaluate_out_is_the_kits_folder_refused_if_foreign_busy_while_written(user_model, tmp_path, capsys):
+    from nsfwkit import cli, fileio
+
+    model_path, manifest = user_model
+    argv = ["evaluate", str(model_path), str(manifest), "--baseline", "none", "--no-probe", "--confidence", "0"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "report.json").write_text('{"my": "report"}')
+    assert cli.main([*argv, "--out", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nsfwkit evaluate: ") and "not written by nsfwkit" in err and err.count("\n") == 1
+    assert sorted(p.name for p in foreign.iterdir()) == ["report.json"]
+    assert (foreign / "report.json").read_text() == '{"my": "report"}'
+    ours = tmp_path / "ours"
+    with fileio.folder_lock(ours):                       # another evaluation is writing there
+        assert cli.main([*argv, "--out", str(ours)]) == 1
+        assert "in use by another nsfwkit process" in capsys.readouterr().err
+    assert not (ours / "report.json").exists()
+    # an older kit's evaluation (notebook 02's run/evaluation/): claimed, the user's file beside it stays
+    old = tmp_path / "run" / "evaluation"
+    old.mkdir(parents=True)
+    (old / "report.json").write_text(json.dumps({k: None for k in evaluate._REPORT_KEYS}))
+    (old / "my_notes.md").write_text("mine")
+    assert cli.main([*argv, "--out", str(old)]) == 0
+    assert fileio.folder_kind(old) == "evaluate" and (old / "my_notes.md").read_text() == "mine"
+    assert json.loads((old / "report.json").read_text())["model"] == str(model_path)

@@ -130,6 +130,27 @@ def test_replace_owned_swaps_only_the_kits_entries(tmp_path):
     assert (out / "a" / "y").read_text() == "2" and not list(out.glob(".nsfwkit-stage-*"))
 
 
+def test_replace_owned_adopts_only_the_names_a_legacy_rule_returns(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("kit.json", "stale.png", "mine.txt"):
+        (old / name).write_text(name)
+    legacy = lambda f: ["kit.json", "stale.png", "gone.png"] if (f / "kit.json").is_file() else None  # noqa: E731
+    with pytest.raises(FileExistsError, match="--overwrite"), fileio.replace_owned(old, "viz", overwrite=False,
+                                                                                    legacy=legacy):
+        pass
+    assert fileio.owned_entries(old) == ["kit.json", "stale.png"]   # recorded at once, only what exists
+    with fileio.replace_owned(old, "viz", overwrite=True, legacy=legacy) as stage:
+        (stage / "kit.json").write_text("new")
+    assert sorted(p.name for p in old.iterdir()) == [fileio.OWNER_MARKER, fileio.LOCK_FILE, "kit.json", "mine.txt"]
+    assert (old / "mine.txt").read_text() == "mine.txt" and fileio.owned_entries(old) == ["kit.json"]
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "kit.json").write_text("{}")
+    with pytest.raises(TypeError, match="names"), fileio.replace_owned(tmp_path / "o2", "viz", overwrite=True,
+                                                                       legacy=lambda f: True):
+        pass   # a yes/no rule would adopt every name of the folder: refused
+
+
 def test_owned_folder_refuses_before_writing_anything(tmp_path):
     user = tmp_path / "user"
     user.mkdir()

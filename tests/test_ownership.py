@@ -94,16 +94,55 @@ def test_an_older_kits_export_is_recognised_by_content_only(tmp_path):
     old = tmp_path / "old"
     (old / "tfjs" / "float32").mkdir(parents=True)
     (old / "export.json").write_text(json.dumps({k: [] for k in layout._EXPORT_KEYS}))
-    assert layout._legacy_export(old)
+    assert layout._legacy_export(old) == ["export.json", "tfjs"]
     (old / "thesis.txt").write_text("mine")
-    assert not layout._legacy_export(old)                # anything but the layout: not ours
+    (old / "finetuned.keras").write_text("my model")
+    (old / "calibration").mkdir()
+    # only the exact names an older export wrote are the kit's: never the user's files beside them
+    assert layout._legacy_export(old) == ["export.json", "tfjs"]
     # nor may a one-format exporter (TF.js, TFLite, ONNX) replace such a folder wholesale
-    with pytest.raises(FileExistsError, match="thesis.txt"), layout._atomic_dir(old, overwrite=True):
+    with pytest.raises(FileExistsError, match="calibration, finetuned.keras, thesis.txt"), \
+            layout._atomic_dir(old, overwrite=True):
         pass
     assert (old / "thesis.txt").read_text() == "mine"
     (old / "thesis.txt").unlink()
     (old / "export.json").write_text('{"model": "x"}')   # an export.json without the kit's keys
-    assert not layout._legacy_export(old)
+    assert layout._legacy_export(old) is None
+
+
+def test_export_overwrite_of_an_older_kits_export_keeps_the_users_files(tmp_path, tiny_model_file):
+    require_converter()
+    old = tmp_path / "old"
+    (old / "tfjs" / "float32").mkdir(parents=True)
+    (old / "tfjs" / "float32" / "model.json").write_text("{}")
+    (old / "export.json").write_text(json.dumps({k: [] for k in layout._EXPORT_KEYS}))
+    (old / "calibration").mkdir()
+    (old / "calibration" / "mycal.jpg").write_bytes(b"\xff\xd8 mine")
+    (old / "finetuned.keras").write_bytes(b"my finetuned model")
+    mine = {k: v for k, v in _snapshot(old).items() if k.startswith(("calibration", "finetuned"))}
+    argv = ["export", str(tiny_model_file), "--out", str(old), "--quantize", "none", "--no-nsfwjs",
+            "--overwrite", "-q", "--precision-plan", "none"]
+    assert cli.main(argv) == 0
+    after = _snapshot(old)
+    assert {k: after.get(k) for k in mine} == mine
+    assert json.loads((old / "export.json").read_text())["model"] == tiny_spec().name
+    assert set(fileio.owned_entries(old)) == {"export.json", "saved_model", "spec.json", "tfjs"}
+
+
+def test_single_format_export_never_deletes_a_users_file_and_is_locked(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.json").write_text('{"userDefinedMetadata": {"nsfwkit": {}}}')
+    (folder / "finetuned.keras").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="finetuned.keras"), layout._atomic_dir(folder, overwrite=True):
+        pass
+    assert (folder / "finetuned.keras").read_bytes() == b"mine"
+    (folder / "finetuned.keras").unlink()
+    with layout._atomic_dir(folder, overwrite=True) as stage:
+        (stage / "model.json").write_text("{}")
+        with pytest.raises(fileio.FolderBusyError), fileio.folder_lock(folder):
+            pass
+    assert (folder / "model.json").read_text() == "{}"
 
 
 def test_older_kits_run_and_prepare_folders_are_recognised_by_content(prepared, tmp_path):
@@ -337,3 +376,101 @@ def test_no_command_changes_a_file_it_did_not_create(tree, prepared, tiny_model_
         extra = _snapshot(site / "extra")
         webview.build(site, export_dir=model)
         assert _snapshot(site / "extra") == extra and (site / "index.html").is_file()
+
+
+def _kit_commands(base: Path, manifest: Path, backbone: Path, model_file: Path, tfjs: Path) -> dict:
+    """Each command the kit writes a folder with, as ``name -> (argv, its folder)``, into ``base``."""
+    ds = manifest.parent.parent / "ds"
+    image = next(p for p in sorted(ds.rglob("*")) if p.is_file())
+    return {
+        "train": (["train", str(manifest), str(base / "train"), "--restart", "-q",
+                   "--config", json.dumps(_config(backbone))], base / "train"),
+        "export": (["export", str(model_file), "--out", str(base / "export"), "--overwrite", "--no-nsfwjs", "-q",
+                    "--quantize", "none", "--precision-plan", "none"], base / "export"),
+        "build-web": (["build-web", "--out", str(base / "site"), "--export", str(tfjs)], base / "site"),
+        "prepare": (["prepare", str(ds), "--out", str(base / "prep"), "-q"], base / "prep"),
+        "classify": (["classify", str(ds), "--model", str(backbone), "--out", str(base / "cls"), "-q"], base / "cls"),
+        "evaluate": (["evaluate", str(backbone), str(manifest), "--out", str(base / "eval"), "--baseline", "none",
+                      "--no-probe", "--confidence", "0"], base / "eval"),
+        "visualize": (["visualize", "--model", str(backbone), "--image", str(image), "--only", "cam", "--cam",
+                       "grad_cam", "--out", str(base / "viz"), "-q"], base / "viz" / "activation"),
+        "demo-data": (["demo-data", str(base / "demo"), "--per-class", "2", "--binary", "--overwrite"], base / "demo"),
+    }
+
+
+@pytest.fixture(scope="module")
+def kit_folders(prepared, tiny_model_file, tmp_path_factory):
+    """Every command's folder as the kit wrote it (each command run once), and the commands."""
+    manifest, backbone = prepared
+    base = tmp_path_factory.mktemp("kit")
+    tfjs = _fake_tfjs_model(base / "tfjs")
+    commands = _kit_commands(base / "made", manifest, backbone, tiny_model_file, tfjs)
+    for name, (argv, folder) in commands.items():
+        assert cli.main(argv) == 0, name
+        assert fileio.folder_kind(folder) is not None, name
+    return base, commands, (manifest, backbone, tiny_model_file, tfjs)
+
+
+#: Older kits' folders (before markers) for the commands where a legacy form is recognised: name -> files.
+_LEGACY = {
+    "export": {"export.json": json.dumps({k: [] for k in layout._EXPORT_KEYS})},
+    "build-web": {webview.LEGACY_MARKER: "", "index.html": "old page"},
+    "evaluate": {"report.json": json.dumps({"model": "m", "target": "t", "test": {}, "threshold": None})},
+    "visualize": {"manifest.json": json.dumps({"schema": "nsfwkit.activation/1", "cam": "cam.png"}), "cam.png": "x"},
+    "demo-data": {".nsfwkit-demo": "v1 per_class=1 classes=neutral seed=0 faults=False sizes=96-160\n"},
+}
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=_trees)
+def test_no_command_changes_a_users_file_inside_a_kit_or_older_kit_folder(tree, kit_folders):
+    import shutil
+
+    base, made, inputs = kit_folders
+    user_tree = {f"mine-{name}": value for name, value in tree.items()}  # names no kit writes
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        commands = _kit_commands(Path(tmp), *inputs)
+        for name, (argv, folder) in commands.items():
+            shutil.copytree(made[name][1], folder)                  # the kit's folder (its marker inside)
+            _write_tree(folder, user_tree)
+            before = _snapshot(folder)
+            assert cli.main(argv) == 0, name
+            after = _snapshot(folder)
+            assert {k: after.get(k) for k in before if k.startswith("mine-")} == \
+                   {k: v for k, v in before.items() if k.startswith("mine-")}, name
+            if name in _LEGACY:                                     # an older kit's folder: the same rule
+                old = Path(tmp) / "legacy" / name
+                _write_tree(old, {**{k: v.encode() for k, v in _LEGACY[name].items()}, **user_tree})
+                before = {k: v for k, v in _snapshot(old).items() if k.startswith("mine-")}
+                legacy_argv = [str(old) if a == str(folder) else a for a in argv]
+                if name == "visualize":
+                    legacy_argv[legacy_argv.index("--out") + 1] = str(old.parent / "viz-out")
+                    shutil.rmtree(old.parent / "viz-out", ignore_errors=True)
+                    shutil.copytree(old, old.parent / "viz-out" / "activation")
+                    old = old.parent / "viz-out" / "activation"
+                assert cli.main(legacy_argv) == 0, name
+                after = _snapshot(old)
+                assert {k: after.get(k) for k in before} == before, name
+
+
+_HOLD_ANY = ("import sys, time; from nsfwkit import fileio\n"
+             "with fileio.folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)\n")
+
+
+def test_prepare_into_a_folder_another_process_writes_is_refused_at_once(prepared, tmp_path, capsys):
+    manifest, _ = prepared
+    out = tmp_path / "prep"
+    assert cli.main(["prepare", str(manifest.parent.parent / "ds"), "--out", str(out), "-q"]) == 0
+    before = _snapshot(out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_ANY, str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code = cli.main(["prepare", str(manifest.parent.parent / "ds"), "--out", str(out), "-q"])
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert code == 1 and f"in use by another nsfwkit process (PID {holder.pid})" in err
+    assert {k: v for k, v in _snapshot(out).items() if k != fileio.LOCK_FILE} == \
+           {k: v for k, v in before.items() if k != fileio.LOCK_FILE}

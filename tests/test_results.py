@@ -100,6 +100,31 @@ def test_unrecorded_shard_of_a_crash_is_dropped(images, tiny, tmp_path):
     assert len(read_results(out)) == 13
 
 
+def test_a_users_file_with_a_shard_name_is_never_deleted(images, tiny, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    classify_to(out, [images], model=str(tiny), rows_per_shard=20)
+    (out / "part-000002.parquet").write_bytes(b"my own notes, not Parquet")   # the next shard's name
+    pq.write_table(pa.table({"x": [1]}), out / "part-000009.parquet")       # a Parquet file of the user's
+    mine = {n: (out / n).read_bytes() for n in ("part-000002.parquet", "part-000009.parquet")}
+    (images / "new.jpg").write_bytes((images / "img00001.jpg").read_bytes())
+    run = classify_to(out, [images], model=str(tiny), rows_per_shard=20)
+    assert run["classified"] == 1 and all("left as it is" in p for p in run["problems"]) and len(run["problems"]) == 2
+    assert {n: (out / n).read_bytes() for n in mine} == mine                # kept, and never written over
+    assert json.loads((out / PROGRESS_FILE).read_text())["shards"][-1]["name"] == "part-000010.parquet"
+    assert len(read_results(out)) == 14
+
+
+def test_classify_out_that_cannot_be_created_is_a_usage_error(images, tiny, tmp_path, capsys):
+    parent = tmp_path / "a-file"
+    parent.write_text("x")
+    code = cli.main(["classify", str(images), "--model", str(tiny), "--out", str(parent / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the output folder" in err and err.count("\n") == 1
+
+
 def test_second_writer_is_refused_and_foreign_folders_untouched(images, tiny, tmp_path):
     out = tmp_path / "out"
     classify_to(out, [images], model=str(tiny))

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from nsfwkit import fileio
 from nsfwkit.viz import activations as act
 from nsfwkit.viz import cam, filters, outputs
 from nsfwkit.viz.layers import LayerNotFoundError
@@ -74,7 +75,7 @@ def test_write_activation_folder(tmp_path, branching_model):
     files = {e["file"] for l in manifest["layers"] for e in l["channels"] + l["most_active"]}
     files |= {l["grid"] for l in manifest["layers"]} | {"input.png", "cam.png"}
     files |= {c[k] for c in manifest["cams"] for k in ("heatmap", "overlay")}
-    assert files | {"manifest.json"} == {p.name for p in out.iterdir()}  # nothing else, nothing missing
+    assert files | {"manifest.json", fileio.OWNER_MARKER, fileio.LOCK_FILE} == {p.name for p in out.iterdir()}
     from PIL import Image
 
     for name in files:
@@ -92,8 +93,30 @@ def test_rerun_replaces_outputs_cleanly(tmp_path, branching_model):
     assert len(list(out.glob("*.png"))) == 2 * 2 + 2
     # a second run with one layer leaves no stale file and no staging folder
     outputs.write_filters(results[1:], out, model_name="b")
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mixed_0.png", "mixed_1.png", "mixed_grid.png"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".nsfwkit")) == [
+        "manifest.json", "mixed_0.png", "mixed_1.png", "mixed_grid.png"]
     assert [p.name for p in tmp_path.iterdir()] == ["filters"]
+    assert fileio.folder_kind(out) == "viz"
+
+
+def test_rerun_keeps_the_users_files_in_a_kit_or_older_kit_folder(tmp_path, branching_model):
+    results = filters.visualize_filters(branching_model, ["stem"], filters=1, recipe="classic", steps=1)
+    out = tmp_path / "filters"
+    outputs.write_filters(results, out, model_name="b")
+    (out / "my_notes.md").write_text("mine")
+    outputs.write_filters(results, out, model_name="b")
+    assert (out / "my_notes.md").read_text() == "mine"
+    # an older kit's folder (an nsfwkit manifest, no marker): only the files its manifest names go
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"schema": "nsfwkit.filters/1", "layers": [
+        {"grid": "gone_grid.png", "filters": [{"file": "gone_0.png"}]}], "image": {"source": "mine.png"}}))
+    for name in ("gone_grid.png", "gone_0.png", "mine.png", "my_notes.md"):
+        (old / name).write_bytes(name.encode())
+    outputs.write_filters(results, old, model_name="b")
+    assert (old / "my_notes.md").read_bytes() == b"my_notes.md" and (old / "mine.png").read_bytes() == b"mine.png"
+    assert not (old / "gone_grid.png").exists() and not (old / "gone_0.png").exists()
+    assert outputs.read_manifest(old)["model"] == "b"
 
 
 def test_refuses_to_replace_a_foreign_folder(tmp_path, branching_model):

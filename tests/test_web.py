@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nsfwkit import cli, convert, serve, webview
+from nsfwkit import cli, convert, fileio, serve, webview
 
 from convert_helpers import (
     ARTIFACTS,
@@ -252,6 +252,26 @@ def test_build_web_refuses_a_folder_it_did_not_build(fake_inputs, tmp_path, caps
     # an empty folder is fine
     (tmp_path / "empty").mkdir()
     assert webview.build(tmp_path / "empty", export_dir=model_dir, node_modules=node_modules).is_file()
+
+
+def test_build_web_into_an_older_kits_site_keeps_the_users_files(fake_inputs, tmp_path):
+    model_dir, node_modules = fake_inputs
+    old = tmp_path / "oldsite"
+    (old / "vendor").mkdir(parents=True)
+    (old / "vendor" / "tf.min.js").write_text("// an old build")
+    (old / "index.html").write_text("the old page")
+    (old / webview.LEGACY_MARKER).write_text("")
+    (old / "mynotes").mkdir()
+    (old / "mynotes" / "n.txt").write_text("my notes")
+    (old / "todo.md").write_text("mine")
+    webview.build(old, export_dir=model_dir, node_modules=node_modules)
+    assert (old / "mynotes" / "n.txt").read_text() == "my notes"
+    assert (old / "todo.md").read_text() == "mine"
+    assert (old / "index.html").read_text() != "the old page" and (old / "model" / "model.json").is_file()
+    assert not (old / webview.LEGACY_MARKER).exists()        # the old build's marker went with it
+    assert "mynotes" not in fileio.owned_entries(old) and "todo.md" not in fileio.owned_entries(old)
+    webview.build(old, export_dir=model_dir, node_modules=node_modules)    # a rebuild keeps them too
+    assert (old / "mynotes" / "n.txt").read_text() == "my notes"
 
 
 def test_build_web_folder_modes_and_galleries(fake_inputs, tmp_path):

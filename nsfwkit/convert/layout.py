@@ -40,27 +40,33 @@ def _quant(quantization: str | None) -> str:
     return _QUANT_ALIASES[key]
 
 
-#: Names an export folder (or one of its model folders) is made of; anything else is the user's.
-_KIT_ENTRY = re.compile(r"export\.json|spec\.json|model\.json|group\d+-shard\d+of\d+\.bin|saved_model\.pb"
-                        r"|fingerprint\.pb|variables|assets|saved_model|tfjs|nsfwjs|tflite|onnx|calibration"
-                        r"|[^/]+\.(tflite|onnx|keras)|\.nsfwkit\.json|\.nsfwkit\.lock")
+#: The entries an export folder is made of, exactly (older kits wrote the first five); nothing else is the kit's.
+_EXPORT_ENTRIES = ("export.json", "spec.json", "saved_model", "tfjs", "nsfwjs", "tflite", "onnx")
+#: The entries one model's folder (SavedModel, TF.js graph model, TFLite, ONNX) is made of, exactly.
+_MODEL_ENTRIES = ("export.json", "spec.json", "model.json", "saved_model.pb", "fingerprint.pb", "variables",
+                  "assets", "model.tflite", "model.onnx", fileio.OWNER_MARKER, fileio.LOCK_FILE)
+_SHARD = re.compile(r"group\d+-shard\d+of\d+\.bin")
 #: Keys every ``export.json`` of :func:`~nsfwkit.convert.export` has.
 _EXPORT_KEYS = frozenset({"saved_model", "tfjs", "sizes", "model", "class_names"})
 
 
 def _foreign_entries(folder: Path) -> list[str]:
-    """Entries of ``folder`` that are no part of any export layout (the user's files)."""
-    return sorted(p.name for p in folder.iterdir() if not _KIT_ENTRY.fullmatch(p.name))
+    """Entries of ``folder`` that are no part of any export or model-folder layout (the user's files)."""
+    kit = set(_EXPORT_ENTRIES) | set(_MODEL_ENTRIES)
+    return sorted(p.name for p in folder.iterdir() if p.name not in kit and not _SHARD.fullmatch(p.name))
 
 
-def _legacy_export(folder: Path) -> bool:
-    """Whether ``folder`` is an export an older kit wrote (before ownership markers): its
-    ``export.json`` has the kit's keys and the folder holds nothing but the export layout."""
+def _legacy_export(folder: Path) -> list[str] | None:
+    """The entries an older kit's export (before ownership markers) wrote in ``folder``, or ``None``
+    when it is not one (its ``export.json`` lacks the kit's keys). Only these exact names are the
+    kit's: anything else there (a ``finetuned.keras``, ``notes.txt``) is the user's and stays."""
     try:
         data = json.loads((folder / "export.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and _EXPORT_KEYS <= set(data) and not _foreign_entries(folder)
+        return None
+    if not (isinstance(data, dict) and _EXPORT_KEYS <= set(data)):
+        return None
+    return [name for name in _EXPORT_ENTRIES if os.path.lexists(folder / name)]
 
 
 def _is_kit_folder(folder: Path) -> bool:
@@ -87,35 +93,47 @@ def _atomic_dir(dest: Path, *, overwrite: bool):
     """Build a folder under a temporary name and move it into place only when complete.
 
     An existing non-empty ``dest`` is replaced only with ``overwrite`` AND only when it is a
-    folder this kit wrote (:func:`_is_kit_folder`): ``--overwrite`` pointed at the wrong folder
-    (a dataset, a home directory) is refused instead of deleting it. The staging folder gets
-    the mode a plain ``mkdir`` would (not ``mkdtemp``'s 0700), so a copy on a web server is
+    folder this kit wrote (:func:`_is_kit_folder`) holding nothing but the exact layout names
+    (:func:`_foreign_entries`): ``--overwrite`` pointed at the wrong folder (a dataset, a home
+    directory) or at a model folder holding a user's ``finetuned.keras`` is refused instead of
+    deleting anything. ``dest`` is locked (:func:`nsfwkit.fileio.folder_lock`) while it is
+    built, so a second writer gets :class:`~nsfwkit.fileio.FolderBusyError`. The staging folder
+    gets the mode a plain ``mkdir`` would (not ``mkdtemp``'s 0700), so a copy on a web server is
     readable by it.
     """
     dest = Path(dest)
-    if dest.exists() or dest.is_symlink():
-        if not dest.is_dir():
-            raise FileExistsError(f"{dest}: exists and is not a folder")
-        if any(dest.iterdir()):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
-            if not _is_kit_folder(dest):
-                raise FileExistsError(
-                    f"{dest}: exists and is not an nsfwkit export (no export.json); refusing to "
-                    "replace it even with overwrite: choose a new or empty folder")
-            if foreign := _foreign_entries(dest):
-                raise FileExistsError(
-                    f"{dest}: holds files nsfwkit did not write ({', '.join(foreign[:4])}); refusing to "
-                    "replace the folder even with overwrite: choose a new or empty folder")
-            if fileio.folder_kind(dest) is not None:
-                raise FileExistsError(f"{dest}: is a whole nsfwkit {fileio.folder_kind(dest)} folder, not one "
-                                      "model's: write this model into a new folder")
-    with fileio.replace_dir(dest) as tmp:
-        os.chmod(tmp, fileio.public_mode())
-        yield tmp
-        if tmp.is_dir():
-            os.chmod(tmp, fileio.public_mode())  # a writer may have recreated it
+    _check_replaceable(dest, overwrite=overwrite)  # before the lock: nothing is written into a foreign folder
+    with fileio.folder_lock(dest):
+        _check_replaceable(dest, overwrite=overwrite)  # under the lock: what another writer left
+        with fileio.replace_dir(dest) as tmp:
+            os.chmod(tmp, fileio.public_mode())
+            yield tmp
+            if tmp.is_dir():
+                os.chmod(tmp, fileio.public_mode())  # a writer may have recreated it
+
+
+def _check_replaceable(dest: Path, *, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` unless ``dest`` is missing, empty, or (with ``overwrite``) one model
+    folder the kit wrote holding nothing else."""
+    if not (dest.exists() or dest.is_symlink()):
+        return
+    if not dest.is_dir() or dest.is_symlink():
+        raise FileExistsError(f"{dest}: exists and is not a folder")
+    if not any(p.name != fileio.LOCK_FILE for p in dest.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{dest}: exists and is not empty (pass overwrite=True / --overwrite)")
+    if not _is_kit_folder(dest):
+        raise FileExistsError(
+            f"{dest}: exists and is not an nsfwkit export (no export.json); refusing to "
+            "replace it even with overwrite: choose a new or empty folder")
+    if foreign := _foreign_entries(dest):
+        raise FileExistsError(
+            f"{dest}: holds files nsfwkit did not write ({', '.join(foreign[:4])}); refusing to "
+            "replace the folder even with overwrite: move them away or choose a new or empty folder")
+    if fileio.folder_kind(dest) is not None:
+        raise FileExistsError(f"{dest}: is a whole nsfwkit {fileio.folder_kind(dest)} folder, not one "
+                              "model's: write this model into a new folder")
 
 
 def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Writing the visualisation folders ``filters/`` and ``activation/`` with their JSON manifests.
 
-A folder is staged in a hidden sibling (``.filters.tmp-...``, :func:`nsfwkit.fileio.replace_dir`)
-and swapped into place only when complete, so a reader never sees a half-written folder and a
-re-run replaces the previous run's outputs cleanly (no stale PNGs from a run with more layers).
-A folder is only replaced if it is empty or was written by nsfwkit (its ``manifest.json`` has
-an ``nsfwkit.`` schema); anything else raises instead of deleting user files.
+A folder is the kit's ``viz`` folder (:func:`nsfwkit.fileio.replace_owned`): a run is staged inside
+it and its entries moved into place when complete (the manifest with them), so a re-run replaces
+the previous run's outputs cleanly (no stale PNGs from a run with more layers) and never touches
+a file the user put there. A folder holding anything else is refused unless it is an older kit's
+(an ``nsfwkit.`` schema ``manifest.json``: only the files that manifest names are replaced).
 
 Manifest schema (version 1; also in ``nsfwkit/viz/MANIFESTS.md``). All file names are relative
 to the manifest's folder; numbers are plain JSON floats; ``created`` is ISO-8601 UTC.
@@ -127,38 +127,52 @@ def read_manifest(folder) -> dict:
     return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
 
 
-def _ours(folder: Path) -> bool:
-    if not folder.exists():
-        return True
-    if not folder.is_dir():
-        return False
-    entries = [p for p in folder.iterdir()]
-    if not entries:
-        return True
+def _legacy_viz(folder: Path) -> list[str] | None:
+    """The entries an older kit's visualisation run (before ownership markers) wrote in ``folder``,
+    exactly: its ``manifest.json`` (with an ``nsfwkit.`` schema) and the PNG files that manifest
+    names. ``None``: not such a folder. Anything else there (``my_notes.md``) is the user's."""
     try:
-        schema = read_manifest(folder).get("schema", "")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(schema, str) and schema.startswith("nsfwkit.")
+        manifest = read_manifest(folder)
+    except (OSError, ValueError):
+        return None
+    schema = manifest.get("schema", "") if isinstance(manifest, dict) else ""
+    if not (isinstance(schema, str) and schema.startswith("nsfwkit.")):
+        return None
+    return ["manifest.json", *dict.fromkeys(_png_names(manifest))]
+
+
+def _png_names(value: Any) -> Iterator[str]:
+    """Every ``*.png`` file name a manifest records (not ``image.source``: the user's input's name)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key != "source":
+                yield from _png_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _png_names(item)
+    elif isinstance(value, str) and value.endswith(".png") and "/" not in value:
+        yield value
 
 
 @contextlib.contextmanager
 def staged_folder(dest) -> Iterator[Path]:
-    """Yield an empty staging folder; on success it replaces ``dest`` (on error it is removed).
+    """Yield an empty staging folder; on success its entries replace the kit's entries of ``dest``.
 
-    :func:`nsfwkit.fileio.replace_dir`, refusing to replace a folder nsfwkit did not write.
+    :func:`nsfwkit.fileio.replace_owned` (kind ``viz``, locked while written): the previous run's
+    entries go (no stale PNGs from a run with more layers), the user's own files in ``dest`` stay.
+    A folder an older kit wrote (an ``nsfwkit.`` ``manifest.json``, no marker) is recognised and
+    only the names its manifest records are replaced.
 
     Raises:
         FileExistsError: ``dest`` exists and is not an nsfwkit output folder (or not a folder).
+        nsfwkit.fileio.FolderBusyError: another process is writing into ``dest``.
     """
     dest = Path(dest)
-    if not _ours(dest):
-        raise FileExistsError(
-            f"{dest}: exists and is not an nsfwkit output folder (no nsfwkit manifest.json); "
-            "refusing to replace it; choose another --out"
-        )
-    with fileio.replace_dir(dest) as stage:
-        yield stage
+    try:
+        with fileio.replace_owned(dest, "viz", overwrite=True, legacy=_legacy_viz) as stage:
+            yield stage
+    except fileio.ForeignFolderError as exc:
+        raise fileio.ForeignFolderError(f"{exc} (not an nsfwkit output folder); choose another --out") from None
 
 
 def safe_name(text: str) -> str:
