@@ -7,11 +7,11 @@ says), and videos encoded with the same PyAV the loader decodes with.
 
 from __future__ import annotations
 
-import os
 import struct
 
 import numpy as np
-import pytest
+
+from convert_helpers import missing
 
 
 def require_av():
@@ -19,10 +19,7 @@ def require_av():
     try:
         import av
     except ImportError:
-        reason = "needs PyAV (pip install 'nsfwkit[video]')"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but this test cannot run: {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing("needs PyAV (pip install 'nsfwkit[video]')")
     return av
 
 

@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from nsfwkit import demo_data
+
+from convert_helpers import missing
 
 KINDS = ("gradient", "stripes", "dots", "lineart", "flat_shapes")
 
@@ -47,10 +47,7 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        reason = "needs Ray Data (pip install 'nsfwkit[ray]')"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but this test cannot run: {reason}", pytrace=False)
-        pytest.skip(reason)
+        missing("needs Ray Data (pip install 'nsfwkit[ray]')")
     return ray
 
 
