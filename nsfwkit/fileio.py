@@ -286,6 +286,7 @@ def owned_folder(folder: str | os.PathLike, kind: str, *,
     place that cannot be written (read-only file system, a parent that is a file) fails here,
     before any work, with :class:`UnwritableFolderError` naming ``folder``.
     """
+    created = not os.path.lexists(folder)
     try:
         folder = claim_folder(folder, kind, legacy=legacy)
     except ForeignFolderError:
@@ -293,8 +294,25 @@ def owned_folder(folder: str | os.PathLike, kind: str, *,
     except OSError as exc:
         raise UnwritableFolderError(exc.errno, f"cannot write the output folder here ({exc.strerror or exc})",
                                     os.fspath(folder)) from None
-    with folder_lock(folder):
-        yield folder
+    try:
+        with folder_lock(folder):
+            yield folder
+    except BaseException:
+        if created:  # a run that failed leaves no empty kit folder behind (only if nothing else is in it)
+            _remove_if_bare(folder)
+        raise
+
+
+def _remove_if_bare(folder: Path) -> None:
+    """Remove a folder that holds nothing but the kit's marker and lock file."""
+    try:
+        names = set(os.listdir(folder))
+        if names <= {OWNER_MARKER, LOCK_FILE}:
+            for name in names:
+                (folder / name).unlink()
+            folder.rmdir()
+    except OSError:
+        pass  # something appeared meanwhile, or it is gone already: leave it
 
 
 _STAGE = ".nsfwkit-stage-"

@@ -75,11 +75,23 @@ def test_argparse_messages(argv, line, capsys):
     assert _last_line(capsys).startswith(line)
 
 
-def test_unexpected_os_errors_are_runtime_failures(tmp_path, capsys):
-    """A file the handler did not plan for: one line naming it, exit 1, no traceback."""
+def test_unexpected_os_errors_are_runtime_failures(tmp_path, capsys, monkeypatch):
+    """An OS error the handler did not plan for: one line naming its file, exit 1, no traceback."""
+    from nsfwkit import demo_data
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "ds" / "neutral" / "x.png"))
+
+    monkeypatch.setattr(demo_data, "make_demo_dataset", disk_full)
+    assert cli.main(["demo-data", str(tmp_path / "ds")]) == errors.FAILED
+    assert _last_line(capsys) == f"nsfwkit demo-data: {tmp_path / 'ds' / 'neutral' / 'x.png'} — No space left on device"
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error(tmp_path, capsys):
+    """A parent that is a file (root ignores chmod): refused before any work, one line, exit 2."""
     (tmp_path / "file.txt").write_text("x")
-    assert cli.main(["demo-data", str(tmp_path / "file.txt" / "ds")]) == errors.FAILED
-    assert _last_line(capsys).startswith(f"nsfwkit demo-data: {tmp_path / 'file.txt'}")
+    assert cli.main(["demo-data", str(tmp_path / "file.txt" / "ds")]) == errors.USAGE
+    assert _last_line(capsys).startswith(f"nsfwkit demo-data: {tmp_path / 'file.txt' / 'ds'} — cannot write")
 
 
 @pytest.mark.parametrize("message,what,why", [

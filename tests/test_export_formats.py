@@ -245,7 +245,7 @@ def test_cli_calibration_errors_fail_before_anything_is_written(case, tmp_path, 
     assert line.startswith(f"nsfwkit export: {what} — "), line
     assert ("no usable calibration image" if case == "empty" else "none is requested") in line
     if case == "empty":   # the extensions read, and both files counted
-        assert "(files read: .apng, .bmp, " in line and ".jpg, " in line and "; 2 skipped: " in line, line
+        assert all(part in line for part in ("(files read: .apng, ", ".bmp, ", ".jpg, ", "; 2 skipped: ")), line
         assert line.endswith("readme.md: not an image extension (.md))"), line
     assert not (tmp_path / "exp").exists()
 
