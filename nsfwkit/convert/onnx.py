@@ -248,17 +248,13 @@ def export_onnx(model, out_dir: str | os.PathLike, *, spec: ModelSpec, precision
     """
     import onnx
 
-    from nsfwkit.convert import inference_model
-
     precision = _precision(precision)
     for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx")):
         common.require(module, package)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    export_model = inference_model(model, input_name=spec.input_name)
-    calib, calib_report = (None, None) if precision == "float32" else (
-        calibration_set or common.calibration_images(spec.image_size, calibration))
-    test = common.resized(list(common.parity_images(spec.image_size).values()), spec.image_size)
+    export_model, calib, calib_report, test = common.export_inputs(
+        model, spec, precision, calibration=calibration, calibration_set=calibration_set)
     with common.staged_folder(out_dir, overwrite=overwrite) as tmp:
         proto, plan_info = _convert(export_model, spec, precision, calibration=calib, plan=plan)
         sidecar = common.metadata(

@@ -254,6 +254,19 @@ def parity_row(*, fmt: str, precision: str, path: Path, reference: np.ndarray,
     return row
 
 
+def export_inputs(model, spec: ModelSpec, precision: str, *, calibration=None, calibration_set=None):
+    """What every runtime exporter starts from: the inference model (:func:`nsfwkit.convert.inference_model`),
+    the calibration ``(images, report)`` (``(None, None)`` for float32; ``calibration_set`` when
+    already loaded, else :func:`calibration_images`) and the fixed parity images, resized."""
+    from nsfwkit.convert import inference_model
+
+    export_model = inference_model(model, input_name=spec.input_name)
+    calib, calib_report = (None, None) if precision == "float32" else (
+        calibration_set or calibration_images(spec.image_size, calibration))
+    test = resized(list(parity_images(spec.image_size).values()), spec.image_size)
+    return export_model, calib, calib_report, test
+
+
 # --------------------------------------------------------------------------------------------
 # The output folder
 # --------------------------------------------------------------------------------------------

@@ -403,16 +403,12 @@ def export_tflite(model, out_dir: str | os.PathLike, *, spec: ModelSpec, quantiz
         the parity row (:func:`nsfwkit.convert.runtimes.parity_row`) with ``plan``,
         ``calibration`` and ``seconds``; also written as ``out_dir/export.json``.
     """
-    from nsfwkit.convert import inference_model
-
     precision = _precision(quantize)
     _fb()  # fail early when LiteRT is missing
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    export_model = inference_model(model, input_name=spec.input_name)
-    calib, calib_report = (None, None) if precision == "float32" else (
-        calibration_set or common.calibration_images(spec.image_size, calibration))
-    test = common.resized(list(common.parity_images(spec.image_size).values()), spec.image_size)
+    export_model, calib, calib_report, test = common.export_inputs(
+        model, spec, precision, calibration=calibration, calibration_set=calibration_set)
     if precision == "int8":  # uint8 input: Keras gets the same whole-number pixels as LiteRT
         calib, test = np.rint(calib), np.rint(test)
     with common.staged_folder(out_dir, overwrite=overwrite) as tmp:
